@@ -1,0 +1,292 @@
+"""Configuration: one frozen dataclass per concern.
+
+YAML files in ``experiments/`` load into :class:`ExperimentConfig`; search
+spaces and the CLI change it through dotted overrides (``{"model.heads": 4}``);
+:meth:`ExperimentConfig.flat` gives the flat dict that MLflow and Ray Tune log.
+Values that Optuna cannot hold (lists such as dilation schedules) travel as
+strings (``"1,2,4,8,16"``) and are parsed back here, in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong kind."""
+
+
+# The four classes of the SATN protocol, in the order used for logits,
+# confusion matrices and reports.
+DEFAULT_CLASSES = ("neu", "hap", "sad", "ang")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which corpus, and how its labels become classes."""
+
+    corpus: str = "demo"  # demo | iemocap | ravdess | manifest
+    root: str = ""  # corpus root (demo: where it is generated); manifest: the CSV/TSV file
+    protocol: str = "satn"  # iemocap: satn (improvised, 4 classes) | full (impro + scripted)
+    classes: tuple[str, ...] = DEFAULT_CLASSES
+    # raw label -> class; labels mapped to nothing (absent) are left out
+    label_map: Mapping[str, str] = field(default_factory=lambda: {"exc": "hap"})
+    demo_per_class: int = 8  # demo corpus: utterances per speaker and class
+    demo_seed: int = 0
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Waveform -> feature matrix. Changing any field changes the cache key."""
+
+    kind: str = "logmel"  # logmel | spectrogram_segments
+    sample_rate: int = 16000
+    # log-mel (SATN): 40 bands, 25 ms window, 10 ms hop, + delta + delta-delta
+    n_mels: int = 40
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    f_min: float = 0.0
+    f_max: float | None = None  # None: sample_rate / 2
+    log_floor: float = 1e-10  # natural log of max(power, floor)
+    deltas: int = 2  # 0: static only, 1: + delta, 2: + delta-delta
+    # regression deltas over this many frames (torchaudio.functional.compute_deltas);
+    # equals librosa.feature.delta(width=5, mode="nearest").
+    delta_width: int = 5
+    # spectrogram segments (TACN's CNN front end, Satt et al.): 256-point FFT,
+    # 8 ms hop -> 129 bins; 32 frames = 264 ms per segment.
+    seg_n_fft: int = 256
+    seg_hop: int = 128
+    seg_frames: int = 32
+    seg_stride: int = 32  # frames between segment starts
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.sample_rate * self.win_ms / 1000))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+    @property
+    def dim(self) -> int:
+        """Values per frame (logmel) or per segment row (segments: bins)."""
+        if self.kind == "logmel":
+            return self.n_mels * (1 + self.deltas)
+        return self.seg_n_fft // 2 + 1
+
+
+@dataclass(frozen=True)
+class FoldConfig:
+    """How utterances are split into train / dev / test."""
+
+    scheme: str = "loso"  # loso | speaker_kfold | heldout_speakers
+    # loso: which speaker of the held-out session is dev; the other is test.
+    # "F" / "M" pick by gender, "first" / "second" by sorted speaker id,
+    # "both" gives two evaluations per fold (each speaker dev once).
+    dev_speaker: str = "M"
+    k: int = 5  # speaker_kfold: number of speaker groups
+    dev_groups: int = 1  # speaker_kfold: groups (of the training side) used for dev
+    test_speakers: tuple[str, ...] = ()  # heldout_speakers
+    dev_speakers: tuple[str, ...] = ()  # heldout_speakers
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A model variant from the registry and its sizes."""
+
+    variant: str = "tcn_self"
+    channels: int = 64
+    kernel_size: int = 3
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
+    dropout: float = 0.2
+    heads: int = 4
+    causal: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The engine's optimisation settings."""
+
+    epochs: int = 30
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    class_weighting: str = "balanced"  # none | balanced (inverse class frequency)
+    max_frames: int | None = 750  # random crop of long training utterances (eval: full)
+    patience: int | None = None  # stop a fold after this many epochs without dev UA gain
+    bucket_width: int = 50  # frames per length bucket
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one trial needs: data, features, folds, model, training."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    folds: FoldConfig = field(default_factory=FoldConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
+        return from_dict(cls, d)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ExperimentConfig:
+        return cls.from_dict(load_yaml(path) or {})
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def flat(self) -> dict[str, Any]:
+        """Dotted keys -> scalars (tuples as comma strings), for MLflow and Ray."""
+        return flatten(self.to_dict())
+
+    def override(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
+        """A new config with dotted keys replaced, e.g. ``{"model.heads": 8}``."""
+        return override(self, overrides)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+
+
+def to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return list(obj)
+    return obj
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and not (prefix == "data." and k == "label_map"):
+            out.update(flatten(v, key + "."))
+        elif isinstance(v, Mapping):
+            out[key] = ",".join(f"{a}:{b}" for a, b in v.items())
+        elif isinstance(v, (list, tuple)):
+            out[key] = ",".join(str(x) for x in v)
+        else:
+            out[key] = v
+    return out
+
+
+def from_dict(cls: type, d: Mapping[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a plain mapping, checking keys and types."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {sorted(unknown)}; known: {sorted(names)}"
+        )
+    kwargs = {k: coerce(v, hints[k], f"{where}{k}") for k, v in d.items()}
+    return cls(**kwargs)
+
+
+def coerce(value: Any, tp: Any, where: str) -> Any:
+    """Convert a YAML / Optuna / CLI value to the field type ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where + ".")
+    if origin in (Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], where)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return tuple(coerce(v, args[0], where) for v in value)
+    if origin in (Mapping, dict) or tp is Mapping:
+        if isinstance(value, str):  # "a:b,c:d" as flattened for MLflow
+            value = dict(p.split(":", 1) for p in value.split(",") if p)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    try:
+        if tp is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "1", "yes"):
+                    return True
+                if value.lower() in ("false", "0", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if tp is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if tp is float:
+            return float(value)
+        if tp is str:
+            return str(value)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: cannot read {value!r} as {tp.__name__}") from e
+    return value
+
+
+def override(cfg: Any, overrides: Mapping[str, Any]) -> Any:
+    """Replace dotted-key fields of nested frozen dataclasses, with type coercion."""
+    nested: dict[str, dict[str, Any]] = {}
+    direct: dict[str, Any] = {}
+    for key, value in overrides.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            direct[key] = value
+    names = {f.name for f in dataclasses.fields(cfg)}
+    hints = typing.get_type_hints(type(cfg))
+    changes: dict[str, Any] = {}
+    for key, value in direct.items():
+        if key not in names:
+            raise ConfigError(f"unknown config key {key!r} in {type(cfg).__name__}")
+        changes[key] = coerce(value, hints[key], key)
+    for head, sub in nested.items():
+        if head not in names or not dataclasses.is_dataclass(getattr(cfg, head)):
+            raise ConfigError(f"unknown config section {head!r} in {type(cfg).__name__}")
+        changes[head] = override(getattr(cfg, head), sub)
+    return dataclasses.replace(cfg, **changes)
+
+
+def short_hash(payload: Any, n: int = 12) -> str:
+    """Stable hex digest of a JSON-able payload (dataclasses allowed)."""
+    import hashlib
+    import json
+
+    text = json.dumps(to_dict(payload), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
