@@ -1,0 +1,37 @@
+"""Multi-head self-attention over time (SATN Eq. 8), masked by sequence length."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from satn.models.masking import length_mask
+
+
+class MultiHeadSelfAttention(nn.Module):
+    """softmax(Q K^T / sqrt(d_k)) V per head, padded keys excluded.
+
+    Returns the attended sequence and the attention maps, which the tracking
+    layer logs and attention transfer compares with a teacher's.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention dim {dim} is not divisible by {heads} heads")
+        self.heads, self.d_k = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (B, T, D), lengths: (B,) -> y: (B, T, D), attention: (B, H, T, T)."""
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.d_k).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_k)  # (B, H, T, T)
+        keys = length_mask(lengths, t)[:, None, None, :]  # (B, 1, 1, T)
+        attn = scores.masked_fill(~keys, float("-inf")).softmax(-1)
+        y = (self.drop(attn) @ v).transpose(1, 2).reshape(b, t, d)  # (B, T, H*d_k)
+        return self.out(y), attn

@@ -1,0 +1,38 @@
+"""Model variants by name: each builder assembles shared blocks with fixed choices.
+
+A builder takes the model config, the shape of one input frame and the number
+of classes, and returns an ``SERModel``. New variants (BLSTM, soft attention,
+attention transfer, TACN, VQ-VAE fusion) register here instead of copying a
+class, so the engine, sweep and CLI reach them by name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from satn.config import ConfigError, ModelConfig
+from satn.models.classifier import SERModel
+
+Builder = Callable[[ModelConfig, tuple[int, ...], int], SERModel]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    def add(builder: Builder) -> Builder:
+        if name in _BUILDERS:
+            raise ValueError(f"model variant {name!r} is registered twice")
+        _BUILDERS[name] = builder
+        return builder
+
+    return add
+
+
+def available() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def build_model(cfg: ModelConfig, frame_shape: tuple[int, ...], n_classes: int) -> SERModel:
+    """The variant ``cfg.variant`` for frames of ``frame_shape`` and ``n_classes`` outputs."""
+    if cfg.variant not in _BUILDERS:
+        raise ConfigError(f"unknown model variant {cfg.variant!r}; available: {available()}")
+    return _BUILDERS[cfg.variant](cfg, tuple(frame_shape), n_classes)
