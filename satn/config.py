@@ -290,3 +290,58 @@ def short_hash(payload: Any, n: int = 12) -> str:
 
     text = json.dumps(to_dict(payload), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+# ---------------------------------------------------------------- runtime (ray_config.yaml)
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = "local"  # local: start Ray in-process; auto / ray://host:10001: a cluster
+    num_cpus: int | None = None  # local only: CPUs Ray may use (None: all)
+    num_gpus: int | None = None  # local only
+    node_ip: str = "127.0.0.1"  # local only: keep every Ray service on loopback
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+
+@dataclass(frozen=True)
+class ResourceConfig:
+    per_fold: Resources = field(default_factory=Resources)
+    # folds of one trial trained side by side (threads sharing the trial's devices);
+    # a trial asks Ray for per_fold x folds_in_parallel
+    folds_in_parallel: int = 1
+
+    @property
+    def per_trial(self) -> dict[str, float]:
+        n = self.folds_in_parallel
+        return {"cpu": self.per_fold.cpu * n, "gpu": self.per_fold.gpu * n}
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    tracking_uri: str | None = None  # None: sqlite:///<cwd>/mlflow.db (MLFLOW_TRACKING_URI wins)
+    experiment: str = "satn"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where a sweep runs and writes: ``ray_config.yaml``. Relative paths are
+    resolved against the working directory; on a cluster they should name shared
+    storage that every node mounts at the same path (or a URI)."""
+
+    ray: RayConfig = field(default_factory=RayConfig)
+    resources: ResourceConfig = field(default_factory=ResourceConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    storage_path: str = "satn-runs/ray"
+    features_dir: str = "satn-data/features"
+    data_dir: str = "satn-data"  # the demo corpus is generated here
+    max_concurrent_trials: int | None = None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RuntimeConfig:
+        return from_dict(cls, load_yaml(path) or {})

@@ -1,0 +1,92 @@
+"""Model blocks and variants: shapes, padding invariance, causality, registry."""
+
+import pytest
+import torch
+
+from satn.config import ConfigError, ModelConfig
+from satn.models import available, build_model
+from satn.models.attention import MultiHeadSelfAttention
+from satn.models.masking import length_mask, masked_mean
+from satn.models.tcn import TCN
+
+
+def _batch(lengths, dim=120, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    x = torch.randn(len(lengths), t, dim, generator=g)
+    lengths = torch.tensor(lengths)
+    x = x * length_mask(lengths, t).unsqueeze(-1)  # zero padding, as collate gives
+    return x, lengths
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_padding_never_changes_a_prediction(causal):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(causal=causal, heads=4, channels=32), (120,), 4).eval()
+    x, lengths = _batch([90, 37, 12])
+    batched = model(x, lengths)
+    for i, n in enumerate(lengths.tolist()):
+        alone = model(x[i:i + 1, :n], lengths[i:i + 1])
+        assert torch.allclose(batched.logits[i], alone.logits[0], atol=1e-5)
+        # attention of real frames is the same too, and no weight falls on padding
+        assert torch.allclose(batched.attention[i, :, :n, :n], alone.attention[0], atol=1e-5)
+        assert batched.attention[i, :, :n, n:].abs().sum() == 0
+
+
+def test_padding_content_is_ignored():
+    """Garbage in the padded region (not zeros) must not leak into real frames either."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(causal=False, channels=32), (120,), 4).eval()
+    x, lengths = _batch([50, 20])
+    noisy = x.clone()
+    noisy[1, 20:] = 1e3
+    assert torch.allclose(model(x, lengths).logits, model(noisy, lengths).logits, atol=1e-5)
+
+
+def test_causal_tcn_output_depends_only_on_the_past():
+    torch.manual_seed(0)
+    tcn = TCN(8, 16, (1, 2, 4), causal=True).eval()
+    x, lengths = _batch([40], dim=8)
+    y = tcn(x, lengths)
+    x2 = x.clone()
+    x2[0, 25:] += 5.0  # change the future only
+    y2 = tcn(x2, lengths)
+    assert torch.allclose(y[0, :25], y2[0, :25], atol=1e-6)
+    assert not torch.allclose(y[0, 25:], y2[0, 25:])
+
+
+def test_receptive_field_matches_dilations():
+    tcn = TCN(4, 8, (1, 2, 4, 8, 16), kernel_size=3)
+    assert tcn.receptive_field == 1 + 2 * 2 * 31
+
+
+def test_attention_rows_are_distributions_over_real_frames():
+    attn = MultiHeadSelfAttention(16, 4)
+    x, lengths = _batch([10, 6], dim=16)
+    _, a = attn(x, lengths)
+    assert a.shape == (2, 4, 10, 10)
+    assert torch.allclose(a.sum(-1), torch.ones(2, 4, 10))
+    assert a[1, :, :, 6:].abs().max() == 0
+
+
+def test_masked_mean_ignores_padding():
+    x = torch.tensor([[[1.0], [3.0], [100.0]]])
+    assert masked_mean(x, torch.tensor([2])).item() == 2.0
+
+
+def test_gradients_reach_every_parameter():
+    model = build_model(ModelConfig(channels=16, heads=2, dilations=(1, 2)), (120,), 4)
+    x, lengths = _batch([30, 18])
+    model(x, lengths).logits.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing
+
+
+def test_registry_knows_tcn_self_and_rejects_unknown_names_and_shapes():
+    assert "tcn_self" in available()
+    with pytest.raises(ConfigError, match="unknown model variant"):
+        build_model(ModelConfig(variant="nope"), (120,), 4)
+    with pytest.raises(ConfigError, match="frames of one axis"):
+        build_model(ModelConfig(), (32, 129), 4)
+    with pytest.raises(ValueError, match="divisible"):
+        build_model(ModelConfig(channels=30, heads=4), (120,), 4)
