@@ -1,0 +1,112 @@
+"""A CSV or TSV manifest -> :class:`Utterance` records: any corpus, one row per file.
+
+Columns (header names are matched without regard to case or surrounding spaces):
+
+- required: ``path`` (relative paths are taken from the manifest's folder),
+  ``speaker``, ``label`` (the raw label; :func:`map_label` gives the class);
+- optional: ``id`` (default: the file stem; ids must be unique), ``session``
+  (default: the speaker), ``gender`` (``F``/``M``/``female``/``male`` or empty),
+  ``transcript``.
+
+The delimiter follows the extension (``.tsv`` tab, ``.csv`` comma), else it is
+sniffed. Rows keep the manifest's order. Problems name ``<manifest>:<line>``.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+
+from satn.config import DEFAULT_CLASSES, ConfigError
+from satn.corpora.base import CorpusLoad, Problem, Utterance, map_label
+
+REQUIRED = ("path", "speaker", "label")
+OPTIONAL = ("id", "session", "gender", "transcript")
+_GENDERS = MappingProxyType({"f": "F", "female": "F", "m": "M", "male": "M", "": None})
+_NO_MAP: Mapping[str, str] = MappingProxyType({})
+
+
+def load_manifest(
+    path: str | Path,
+    *,
+    classes: tuple[str, ...] = DEFAULT_CLASSES,
+    label_map: Mapping[str, str] = _NO_MAP,
+    corpus: str = "manifest",
+) -> CorpusLoad:
+    """Load the rows of the manifest at ``path`` whose label maps to a class.
+
+    Raises :class:`ConfigError` when the file is missing, a required column is
+    absent, or ids repeat. Rows with a missing file, an empty required value or an
+    unknown gender become problems and are left out.
+    """
+    path = Path(path).expanduser().absolute()
+    if not path.is_file():
+        raise ConfigError(f"{corpus} manifest {path} is not a file")
+    label_map = dict(label_map)
+    base = path.parent
+    out = CorpusLoad()
+    id_lines: dict[str, list[int]] = defaultdict(list)
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, delimiter=_delimiter(path, fh))
+        if reader.fieldnames is None:
+            raise ConfigError(f"{path}: empty manifest (no header row)")
+        reader.fieldnames = [(c or "").strip().lower() for c in reader.fieldnames]
+        missing = [c for c in REQUIRED if c not in reader.fieldnames]
+        if missing:
+            raise ConfigError(
+                f"{path}: missing required column(s) {missing}; found {reader.fieldnames}"
+            )
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            values = {k: (row.get(k) or "").strip() for k in REQUIRED + OPTIONAL}
+            empty = [k for k in REQUIRED if not values[k]]
+            if empty:
+                out.problems.append(Problem(where, f"empty {', '.join(empty)}"))
+                continue
+            audio = base / values["path"]  # an absolute path stays as it is
+            uid = values["id"] or audio.stem
+            id_lines[uid].append(reader.line_num)
+            label = map_label(values["label"], classes, label_map)
+            if label is None:
+                continue
+            gender = values["gender"].lower()
+            if gender not in _GENDERS:
+                out.problems.append(Problem(where, f"unknown gender {values['gender']!r}"))
+                continue
+            if not audio.is_file():
+                out.problems.append(Problem(where, f"missing audio file {audio}"))
+                continue
+            out.utterances.append(
+                Utterance(
+                    id=uid,
+                    path=str(audio),
+                    speaker=values["speaker"],
+                    session=values["session"] or values["speaker"],
+                    label=label,
+                    gender=_GENDERS[gender],
+                    transcript=values["transcript"] or None,
+                    raw_label=values["label"].lower(),
+                    corpus=corpus,
+                )
+            )
+    dups = {uid: lines for uid, lines in id_lines.items() if len(lines) > 1}
+    if dups:
+        listed = "; ".join(f"{uid} (lines {', '.join(map(str, ls))})" for uid, ls in dups.items())
+        raise ConfigError(f"{path}: ids must be unique; repeated: {listed}")
+    return out
+
+
+def _delimiter(path: Path, fh) -> str:
+    """Tab for .tsv, comma for .csv, else sniffed from the start of the file."""
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".csv"):
+        return "\t" if suffix == ".tsv" else ","
+    sample = fh.read(8192)
+    fh.seek(0)
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
+    except csv.Error as e:
+        raise ConfigError(f"{path}: cannot tell the delimiter (use .csv or .tsv)") from e

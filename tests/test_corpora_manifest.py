@@ -1,0 +1,122 @@
+"""Manifest loader (CSV/TSV) and the load_corpus dispatch."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from satn.config import ConfigError, DataConfig
+from satn.corpora import load_corpus
+from satn.corpora.manifest import load_manifest
+
+
+def audio(root: Path, *names: str) -> None:
+    for n in names:
+        f = root / n
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"")
+
+
+def write(path: Path, rows: list[list[str]], sep: str) -> Path:
+    path.write_text("".join(sep.join(r) + "\n" for r in rows))
+    return path
+
+
+ROWS = [
+    ["path", "speaker", "label", "gender", "transcript"],
+    ["a/one.wav", "spk1", "neu", "F", "hello there"],
+    ["a/two.flac", "spk1", "Hap", "female", ""],
+    ["b/three.wav", "spk2", "exc", "m", "yes"],
+    ["b/four.wav", "spk2", "fru", "", ""],  # no class: not used, not a problem
+]
+
+
+@pytest.mark.parametrize(
+    "name, sep", [("m.csv", ","), ("m.tsv", "\t"), ("m.txt", "\t"), ("m.list", ",")]
+)
+def test_csv_and_tsv_by_extension_or_sniffing(tmp_path, name, sep):
+    audio(tmp_path, "a/one.wav", "a/two.flac", "b/three.wav", "b/four.wav")
+    load = load_manifest(write(tmp_path / name, ROWS, sep), label_map={"exc": "hap"})
+    assert load.problems == []
+    assert [(u.id, u.label, u.raw_label) for u in load.utterances] == [
+        ("one", "neu", "neu"), ("two", "hap", "hap"), ("three", "hap", "exc"),
+    ]  # fmt: skip
+    one, two, three = load.utterances
+    assert one.path == str(tmp_path / "a/one.wav")  # relative to the manifest's folder
+    assert (one.speaker, one.session, one.gender, one.transcript) == (
+        "spk1", "spk1", "F", "hello there",
+    )  # fmt: skip
+    assert (two.gender, two.transcript, three.gender) == ("F", None, "M")
+    assert {u.corpus for u in load.utterances} == {"manifest"}
+
+
+def test_optional_id_and_session_columns_and_absolute_paths(tmp_path):
+    audio(tmp_path, "x/clip.wav")
+    rows = [
+        ["ID", " Path ", "Speaker", "Session", "Label"],  # case and spaces in headers
+        ["u1", str(tmp_path / "x/clip.wav"), "p1", "day1", "sad"],
+    ]
+    (tmp_path / "sub").mkdir()
+    (u,) = load_manifest(write(tmp_path / "sub" / "m.csv", rows, ",")).utterances
+    assert (u.id, u.session, u.path, u.gender) == ("u1", "day1", str(tmp_path / "x/clip.wav"), None)
+
+
+def test_missing_required_columns_named(tmp_path):
+    m = write(tmp_path / "m.csv", [["file", "speaker", "emotion"], ["a.wav", "s", "neu"]], ",")
+    with pytest.raises(ConfigError) as e:
+        load_manifest(m)
+    msg = str(e.value)
+    assert str(m) in msg and "'path'" in msg and "'label'" in msg and "'emotion'" in msg
+    assert "'speaker'" not in msg.split("found")[0]
+
+
+def test_duplicate_ids_are_a_config_error(tmp_path):
+    audio(tmp_path, "a/x.wav", "b/x.wav", "c/y.wav")
+    rows = [["path", "speaker", "label"], ["a/x.wav", "s", "neu"], ["b/x.wav", "s", "sad"],
+            ["c/y.wav", "s", "ang"]]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"repeated: x \(lines 2, 3\)"):
+        load_manifest(write(tmp_path / "m.csv", rows, ","))
+
+
+def test_row_problems_name_manifest_line(tmp_path):
+    audio(tmp_path, "ok.wav", "g.wav")
+    rows = [
+        ["path", "speaker", "label", "gender"],
+        ["ok.wav", "s", "neu", "F"],
+        ["gone.wav", "s", "ang", "M"],  # line 3: file missing
+        ["g.wav", "s", "sad", "x"],  # line 4: unknown gender
+        ["", "s", "neu", "F"],  # line 5: empty path
+        ["gone2.wav", "s", "fru", "F"],  # unused label: its file is not checked
+    ]
+    m = write(tmp_path / "m.tsv", rows, "\t")
+    load = load_manifest(m)
+    assert [u.id for u in load.utterances] == ["ok"]
+    assert [p.where for p in load.problems] == [f"{m}:3", f"{m}:4", f"{m}:5"]
+    assert "missing" in load.problems[0].reason and "gone.wav" in load.problems[0].reason
+
+
+def test_missing_manifest_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="nowhere.csv"):
+        load_manifest(tmp_path / "nowhere.csv")
+    with pytest.raises(ConfigError, match="empty"):
+        load_manifest(write(tmp_path / "e.csv", [], ","))
+
+
+def test_load_corpus_dispatch_and_errors(tmp_path):
+    audio(tmp_path, "a/one.wav", "a/two.flac", "b/three.wav", "b/four.wav")
+    m = write(tmp_path / "m.csv", ROWS, ",")
+    cfg = DataConfig(corpus="manifest", root=str(m), classes=("neu", "hap"), label_map={})
+    assert [u.id for u in load_corpus(cfg).utterances] == ["one", "two"]
+    with pytest.raises(ConfigError, match="unknown corpus 'timit'"):
+        load_corpus(DataConfig(corpus="timit", root=str(tmp_path)))
+    with pytest.raises(ConfigError, match="data.root is empty"):
+        load_corpus(DataConfig(corpus="iemocap", root=""))
+    for corpus in ("iemocap", "demo", "ravdess"):
+        with pytest.raises(ConfigError, match=re.escape(str(tmp_path / "missing"))):
+            load_corpus(DataConfig(corpus=corpus, root=str(tmp_path / "missing")))
+        with pytest.raises(ConfigError, match="not a directory"):
+            load_corpus(DataConfig(corpus=corpus, root=str(m)))
+    with pytest.raises(ConfigError, match="not a file"):
+        load_corpus(DataConfig(corpus="manifest", root=str(tmp_path)))
