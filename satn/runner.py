@@ -1,0 +1,187 @@
+"""One configuration over all its folds: the unit a sweep trial runs.
+
+Folds are trained epoch by epoch in step, so after every epoch the fold-mean
+dev UA is known and observers (MLflow tracking, a Ray Tune report) can act on
+it. Observers are passed in; this module imports neither Ray nor MLflow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from satn.batching import Normalizer, SequenceDataset
+from satn.config import ConfigError, ExperimentConfig
+from satn.engine import EpochStats, FoldData, FoldTrainer, resolve_device, seed_everything
+from satn.folds import Fold, fold_by_name, make_folds
+from satn.metrics import Aggregate, Scores, aggregate
+from satn.models import build_model
+
+
+@dataclass
+class PreparedFold:
+    fold: Fold
+    data: FoldData
+    normalizer: Normalizer
+
+
+@dataclass(frozen=True)
+class FoldResult:
+    name: str
+    group: str
+    best_epoch: int
+    epochs_run: int
+    dev: Scores
+    test: Scores
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    classes: tuple[str, ...]
+    folds: tuple[FoldResult, ...]
+    dev: Aggregate
+    test: Aggregate
+    seconds: float
+
+    def summary(self) -> dict[str, float]:
+        """Flat fold-aggregated figures: ``test_ua_mean``, ``dev_wa_std``, ..."""
+        out = {f"dev_{k}": v for k, v in self.dev.to_dict().items()}
+        out.update({f"test_{k}": v for k, v in self.test.to_dict().items()})
+        return out
+
+
+class Observer(Protocol):
+    """What the runner tells the outer layer (tracking, tuning)."""
+
+    def on_start(self, experiment: Experiment) -> None: ...
+
+    def on_epoch(self, experiment: Experiment, epoch: int, stats: dict[str, EpochStats],
+                 final: ExperimentResult | None) -> None:
+        """After every epoch; ``final`` is set on the last one.
+
+        The result comes with the last epoch rather than in a later call because
+        a tuner may end the process inside its report of that epoch: whatever
+        must be saved is saved here, before the report.
+        """
+
+
+def pick_probes(ids: Sequence[str], labels: Sequence[int], n: int) -> tuple[str, ...]:
+    """A fixed, class-balanced set of ``n`` utterances (round-robin over classes by id)."""
+    by_class: dict[int, list[str]] = {}
+    for uid, y in sorted(zip(ids, labels, strict=True)):
+        by_class.setdefault(y, []).append(uid)
+    probes: list[str] = []
+    queues = [by_class[c] for c in sorted(by_class)]
+    while len(probes) < n and any(queues):
+        for q in queues:
+            if q and len(probes) < n:
+                probes.append(q.pop(0))
+    return tuple(probes)
+
+
+def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | None = None,
+                  n_probes: int = 4) -> list[PreparedFold]:
+    """Split ``dataset`` (a ``satn.store.FeatureDataset``) into normalised fold datasets."""
+    meta = dataset.meta
+    classes = tuple(cfg.data.classes)
+    unknown = sorted(set(meta["label"]) - set(classes))
+    if unknown:
+        raise ConfigError(f"dataset labels {unknown} are not among data.classes {list(classes)}")
+    folds = make_folds(meta, cfg.folds)
+    if only:
+        folds = [fold_by_name(folds, f) for f in only]
+    arrays = dataset.arrays()
+    row = {uid: i for i, uid in enumerate(meta["id"])}
+    label_of = {uid: classes.index(lab) for uid, lab in zip(meta["id"], meta["label"],
+                                                             strict=True)}
+    prepared = []
+    for fold in folds:
+        train_arrays = [arrays[row[u]] for u in fold.train]
+        # statistics from the training side only: dev and test stay unseen
+        norm = Normalizer.fit(train_arrays)
+
+        def side(ids: tuple[str, ...], train: bool, norm: Normalizer = norm) -> SequenceDataset:
+            return SequenceDataset(
+                train_arrays if train else [arrays[row[u]] for u in ids],
+                [label_of[u] for u in ids], list(ids), normalizer=norm,
+                max_frames=cfg.train.max_frames if train else None, seed=cfg.train.seed)
+
+        dev = side(fold.dev, False)
+        probes = pick_probes(fold.dev, [label_of[u] for u in fold.dev], n_probes)
+        data = FoldData(fold.name, side(fold.train, True), dev, side(fold.test, False),
+                        len(classes), probes)
+        prepared.append(PreparedFold(fold, data, norm))
+    return prepared
+
+
+class Experiment:
+    """All folds of one configuration, each with its own model and trainer."""
+
+    def __init__(self, cfg: ExperimentConfig, dataset, *, folds: Sequence[str | int] | None = None,
+                 fold_workers: int = 1, n_probes: int = 4):
+        self.cfg = cfg
+        self.classes = tuple(cfg.data.classes)
+        self.frame_shape = tuple(dataset.frame_shape)
+        self.dataset_manifest = dataset.manifest
+        self.fold_workers = max(1, fold_workers)
+        self.prepared = prepare_folds(dataset, cfg, folds, n_probes)
+        device = resolve_device(cfg.train.device)
+        self.trainers: dict[str, FoldTrainer] = {}
+        for pf in self.prepared:
+            # the same seed per fold: folds differ by data, not by initialisation luck
+            seed_everything(cfg.train.seed)
+            model = build_model(cfg.model, self.frame_shape, len(self.classes))
+            self.trainers[pf.fold.name] = FoldTrainer(model, pf.data, cfg.train, device)
+
+    @property
+    def fold_names(self) -> list[str]:
+        return [pf.fold.name for pf in self.prepared]
+
+    def epoch_summary(self, stats: dict[str, EpochStats]) -> dict[str, float]:
+        """Fold means after an epoch; ``dev_ua_best`` is the fold-mean of best-so-far dev UA."""
+        bests = [t.best for t in self.trainers.values() if t.best is not None]
+        latest = [t.history[-1] for t in self.trainers.values() if t.history]
+        return {
+            "train_loss": float(np.mean([s.train_loss for s in latest])),
+            "dev_loss": float(np.mean([s.dev_loss for s in latest])),
+            "dev_wa": float(np.mean([s.dev.wa for s in latest])),
+            "dev_ua": float(np.mean([s.dev.ua for s in latest])),
+            "dev_ua_best": float(np.mean([b.dev.ua for b in bests])),
+            "test_wa_at_best": float(np.mean([b.test.wa for b in bests])),
+            "test_ua_at_best": float(np.mean([b.test.ua for b in bests])),
+            "folds_improved": float(sum(s.improved for s in stats.values())),
+        }
+
+    def result(self, seconds: float = 0.0) -> ExperimentResult:
+        folds = []
+        for pf in self.prepared:
+            t = self.trainers[pf.fold.name]
+            if t.best is None:
+                raise RuntimeError(f"fold {pf.fold.name} has not been trained")
+            folds.append(FoldResult(pf.fold.name, pf.fold.group, t.best.epoch, t.epoch,
+                                    t.best.dev, t.best.test))
+        return ExperimentResult(self.classes, tuple(folds), aggregate([f.dev for f in folds]),
+                                aggregate([f.test for f in folds]), seconds)
+
+    def run(self, observers: Sequence[Observer] = ()) -> ExperimentResult:
+        start = time.perf_counter()
+        for obs in observers:
+            obs.on_start(self)
+        epoch, result = 0, None
+        with ThreadPoolExecutor(self.fold_workers) as pool:
+            while result is None:
+                active = {n: t for n, t in self.trainers.items() if not t.finished}
+                epoch += 1
+                # folds are independent models; on a GPU, threads let them share it
+                stats = dict(zip(active, pool.map(lambda t: t.step(), active.values()),
+                                 strict=True))
+                if all(t.finished for t in self.trainers.values()):
+                    result = self.result(time.perf_counter() - start)
+                for obs in observers:
+                    obs.on_epoch(self, epoch, stats, result)
+        return result

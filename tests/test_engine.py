@@ -1,0 +1,103 @@
+"""Engine and runner: learning, best-dev checkpoint selection, observers, determinism."""
+
+import numpy as np
+import pytest
+import torch
+
+from satn.config import ExperimentConfig
+from satn.engine import class_weights
+from satn.runner import Experiment, pick_probes
+from fakes import MemoryDataset
+
+
+def _cfg(**over):
+    base = {"model.channels": 16, "model.heads": 2, "model.dilations": "1,2",
+            "train.epochs": 6, "train.lr": 3e-3, "train.batch_size": 16, "train.device": "cpu",
+            "model.dropout": 0.0}
+    base.update(over)
+    return ExperimentConfig().override(base)
+
+
+class Recorder:
+    def __init__(self):
+        self.started, self.epochs, self.final = 0, [], None
+
+    def on_start(self, experiment):
+        self.started += 1
+
+    def on_epoch(self, experiment, epoch, stats, final):
+        self.epochs.append((epoch, experiment.epoch_summary(stats), set(stats)))
+        if final is not None:
+            assert self.final is None
+            self.final = final
+
+
+def test_learns_a_learnable_task_on_every_fold():
+    torch.set_num_threads(1)
+    rec = Recorder()
+    result = Experiment(_cfg(), MemoryDataset()).run([rec])
+    assert len(result.folds) == 5
+    assert result.test.ua_mean > 0.7  # chance is 0.25
+    assert rec.started == 1 and [e for e, _, _ in rec.epochs] == list(range(1, 7))
+    assert rec.final is result
+
+
+def test_test_is_scored_at_the_best_dev_epoch():
+    exp = Experiment(_cfg(**{"train.epochs": 4}), MemoryDataset(), folds=[1])
+    exp.run()
+    trainer = exp.trainers["fold1"]
+    dev_uas = [s.dev.ua for s in trainer.history]
+    assert trainer.best.epoch == int(np.argmax(dev_uas)) + 1  # the first epoch of the max
+    assert trainer.best.dev.ua == max(dev_uas)
+    # the kept weights reproduce the kept dev score
+    from satn.engine import evaluate
+
+    again = evaluate(trainer.best_model(), trainer.data.dev, 16, torch.device("cpu"))
+    assert again.scores.ua == pytest.approx(trainer.best.dev.ua)
+    assert set(trainer.best.attention) == set(trainer.data.probe_ids)
+    for uid, maps in trainer.best.attention.items():
+        t = dict(zip(trainer.data.dev.ids, trainer.data.dev.lengths, strict=True))[uid]
+        assert maps.shape == (2, t, t)
+
+
+def test_same_seed_same_result_and_folds_by_name():
+    a = Experiment(_cfg(**{"train.epochs": 2}), MemoryDataset(), folds=["fold2"]).run()
+    b = Experiment(_cfg(**{"train.epochs": 2}), MemoryDataset(), folds=[2]).run()
+    assert a.folds[0].name == "fold2" and a.folds[0].test.ua == b.folds[0].test.ua
+    assert np.array_equal(a.folds[0].test.confusion, b.folds[0].test.confusion)
+
+
+def test_patience_stops_a_fold_early():
+    exp = Experiment(_cfg(**{"train.epochs": 30, "train.patience": 1, "train.lr": 1e-7}),
+                     MemoryDataset(per_speaker_class=2), folds=[1])
+    exp.run()
+    assert exp.trainers["fold1"].epoch < 30
+
+
+def test_parallel_folds_match_sequential():
+    cfg = _cfg(**{"train.epochs": 2})
+    seq = Experiment(cfg, MemoryDataset(), folds=[1, 2]).run()
+    par = Experiment(cfg, MemoryDataset(), folds=[1, 2], fold_workers=2).run()
+    assert [f.test.ua for f in seq.folds] == [f.test.ua for f in par.folds]
+
+
+def test_normaliser_sees_the_training_side_only():
+    exp = Experiment(_cfg(**{"train.epochs": 1}), MemoryDataset(), folds=[1])
+    pf = exp.prepared[0]
+    ds = MemoryDataset()
+    train_rows = [i for i, u in enumerate(ds.meta["id"]) if u in set(pf.fold.train)]
+    frames = np.concatenate(ds.arrays(train_rows))
+    assert np.allclose(pf.normalizer.mean, frames.mean(0), atol=1e-4)
+
+
+def test_class_weights_balance_the_loss():
+    w = class_weights([0, 0, 0, 1], 3)
+    assert w[2] == 0 and w[1] == pytest.approx(3 * w[0])
+
+
+def test_probes_are_class_balanced_and_fixed():
+    ids = [f"u{i}" for i in range(12)]
+    labels = [i % 3 for i in range(12)]
+    probes = pick_probes(ids, labels, 3)
+    assert sorted(labels[ids.index(p)] for p in probes) == [0, 1, 2]
+    assert probes == pick_probes(list(reversed(ids)), list(reversed(labels)), 3)
