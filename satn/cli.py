@@ -1,0 +1,335 @@
+"""Command line: each command parses options, builds a config and calls one function."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from satn.config import ConfigError, ExperimentConfig, RuntimeConfig
+
+CORPORA = ("demo", "iemocap", "ravdess", "manifest")
+
+
+# ---------------------------------------------------------------- shared options
+
+
+def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for p in pairs:
+        key, eq, value = p.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{p!r}: expected KEY=VALUE, e.g. model.heads=8",
+                                     param_hint="--set")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def experiment_options(fn):
+    """--config / --corpus / --root / --protocol / --set / --ray-config."""
+    opts = [
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="Experiment YAML (see experiments/); defaults are used without it."),
+        click.option("--corpus", type=click.Choice(CORPORA), default=None,
+                     help="Corpus kind (default: demo, generated on first use)."),
+        click.option("--root", default=None,
+                     help="Corpus root (IEMOCAP/RAVDESS folder, or the manifest CSV/TSV)."),
+        click.option("--protocol", type=click.Choice(["satn", "full"]), default=None,
+                     help="IEMOCAP protocol: satn (improvised, 4 classes) or full."),
+        click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                     help="Override any config key, e.g. --set model.heads=8 (repeatable)."),
+        click.option("--ray-config", "runtime_path", type=click.Path(dir_okay=False),
+                     default=None, help="Runtime settings (default: ./ray_config.yaml)."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def load_experiment(config_path, corpus, root, protocol, sets) -> ExperimentConfig:
+    cfg = ExperimentConfig.from_yaml(config_path) if config_path else ExperimentConfig()
+    overrides: dict[str, str] = {}
+    if corpus:
+        overrides["data.corpus"] = corpus
+    if root:
+        overrides["data.root"] = root
+    if protocol:
+        overrides["data.protocol"] = protocol
+    overrides.update(_parse_sets(sets))
+    return cfg.override(overrides)
+
+
+def load_runtime(path: str | None) -> RuntimeConfig:
+    if path:
+        return RuntimeConfig.from_yaml(path)
+    for candidate in (Path.cwd() / "ray_config.yaml",
+                      Path(__file__).resolve().parents[1] / "ray_config.yaml"):
+        if candidate.is_file():
+            return RuntimeConfig.from_yaml(candidate)
+    return RuntimeConfig()
+
+
+def friendly_errors(fn):
+    """Configuration and input errors end with one clear line, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (ConfigError, FileNotFoundError) as e:
+            raise click.ClickException(str(e)) from e
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- satn
+
+
+@click.group()
+@click.version_option(package_name="satn")
+def main() -> None:
+    """satn: speech emotion recognition with attention transfer and temporal attention."""
+
+
+@main.command("demo-corpus")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--per-class", default=8, show_default=True,
+              help="Improvised utterances per speaker and class.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "espeak", "formant"]), default="auto",
+              show_default=True, help="Speech synthesiser.")
+@friendly_errors
+def demo_corpus(out: str, per_class: int, seed: int, backend: str) -> None:
+    """Write a small synthetic corpus in the IEMOCAP layout to OUT."""
+    from satn.corpora.demo import write_demo_corpus
+
+    s = write_demo_corpus(Path(out), per_class=per_class, seed=seed, backend=backend)
+    click.echo(f"{s.n_wavs} wav files in {s.root} (backend {s.backend}, {s.seconds:.1f} s)")
+
+
+@main.command()
+@experiment_options
+@click.option("--out", default=None, help="Features directory (default: from ray_config.yaml).")
+@click.option("--kind", type=click.Choice(["logmel", "spectrogram_segments"]), default=None)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N")
+@click.option("--no-progress", is_flag=True)
+@friendly_errors
+def features(config_path, corpus, root, protocol, sets, runtime_path, out, kind, device,
+             no_progress) -> None:
+    """Extract features of a corpus into a cached Arrow dataset."""
+    from dataclasses import replace
+
+    from satn.prepare import prepare_dataset
+
+    cfg = load_experiment(config_path, corpus, root, protocol, sets)
+    if kind:
+        cfg = cfg.override({"features.kind": kind})
+    runtime = load_runtime(runtime_path)
+    if out:
+        runtime = replace(runtime, features_dir=out)
+    _, info = prepare_dataset(cfg, runtime, device=device, progress=not no_progress,
+                              echo=click.echo)
+    click.echo(info.uri)
+
+
+@main.command()
+@experiment_options
+@friendly_errors
+def folds(config_path, corpus, root, protocol, sets, runtime_path) -> None:
+    """Show the folds of a corpus: sizes and speakers of each side."""
+    from satn.folds import make_folds
+    from satn.prepare import prepare_dataset
+    from satn.store import open_dataset
+
+    cfg = load_experiment(config_path, corpus, root, protocol, sets)
+    cfg, info = prepare_dataset(cfg, load_runtime(runtime_path), progress=False,
+                                echo=lambda s: None)
+    meta = open_dataset(info.uri).meta
+    speakers = dict(zip(meta["id"], meta["speaker"], strict=True))
+    click.echo(f"{'fold':<14}{'held out':<10}{'train':>7}{'dev':>6}{'test':>6}  dev / test speakers")
+    for f in make_folds(meta, cfg.folds):
+        dev = ",".join(sorted({speakers[u] for u in f.dev}))
+        test = ",".join(sorted({speakers[u] for u in f.test}))
+        click.echo(f"{f.name:<14}{f.group:<10}{len(f.train):>7}{len(f.dev):>6}{len(f.test):>6}"
+                   f"  {dev} / {test}")
+
+
+class ConsoleObserver:
+    """Prints one line per epoch and the fold results at the end."""
+
+    def on_start(self, experiment) -> None:
+        click.echo(f"training {experiment.cfg.model.variant} on folds "
+                   f"{', '.join(experiment.fold_names)}")
+
+    def on_epoch(self, experiment, epoch, stats, final) -> None:
+        s = experiment.epoch_summary(stats)
+        click.echo(f"epoch {epoch:3d}  loss {s['train_loss']:.3f}  dev UA {s['dev_ua']:.3f} "
+                   f"WA {s['dev_wa']:.3f}  best dev UA {s['dev_ua_best']:.3f} "
+                   f"(test UA there {s['test_ua_at_best']:.3f})")
+        if final is not None:
+            for f in final.folds:
+                click.echo(f"  {f.name:<12} best epoch {f.best_epoch:3d}  dev UA {f.dev.ua:.3f}  "
+                           f"test WA {f.test.wa:.3f} UA {f.test.ua:.3f} F1 {f.test.f1:.3f}")
+            t = final.test
+            click.echo(f"test over {len(final.folds)} fold(s): WA {t.wa_mean:.3f} ± {t.wa_std:.3f}"
+                       f"  UA {t.ua_mean:.3f} ± {t.ua_std:.3f}  F1 {t.f1_mean:.3f}")
+
+
+@main.command()
+@experiment_options
+@click.option("--variant", default=None, help="Model variant (see `satn variants`).")
+@click.option("--fold", "fold_ids", multiple=True,
+              help="Fold number (1-based) or name; repeatable; default: all folds.")
+@click.option("--epochs", type=int, default=None)
+@click.option("--device", default=None, help="cpu, cuda, cuda:N (default: auto).")
+@click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--no-mlflow", is_flag=True, help="Print only; log nothing to MLflow.")
+@friendly_errors
+def train(config_path, corpus, root, protocol, sets, runtime_path, variant, fold_ids, epochs,
+          device, tracking_uri, no_mlflow) -> None:
+    """Train one configuration in-process (no Ray), for debugging a trial."""
+    from satn.prepare import prepare_dataset
+    from satn.runner import Experiment
+    from satn.store import open_dataset
+
+    cfg = load_experiment(config_path, corpus, root, protocol, sets)
+    extra = {"model.variant": variant, "train.epochs": epochs, "train.device": device}
+    cfg = cfg.override({k: v for k, v in extra.items() if v is not None})
+    runtime = load_runtime(runtime_path)
+    cfg, info = prepare_dataset(cfg, runtime, echo=click.echo)
+    experiment = Experiment(cfg, open_dataset(info.uri), folds=list(fold_ids) or None)
+    observers = [ConsoleObserver()]
+    if not no_mlflow:
+        from satn.tracking import MlflowObserver, default_tracking_uri, ensure_experiment, ui_hint
+
+        uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+        exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
+        tracker = MlflowObserver(uri, exp_id, run_name=f"train/{cfg.model.variant}",
+                                 tags={"satn.entry": "satn train"})
+        observers.insert(0, tracker)
+    try:
+        experiment.run(observers)
+    except BaseException:
+        if not no_mlflow:
+            tracker.fail("KILLED")
+        raise
+    if not no_mlflow:
+        click.echo(f"MLflow run {tracker.parent_id} in {uri}\n  {ui_hint(uri)}")
+
+
+@main.command()
+@click.argument("audio", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "model_ref", required=True,
+              help="A checkpoint file (best.pt) or an MLflow run id (config or fold run).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--tracking-uri", default=None, help="MLflow store for run ids.")
+@click.option("--device", default="cpu", show_default=True)
+@friendly_errors
+def predict(audio, model_ref, fmt, tracking_uri, device) -> None:
+    """Print the emotion and class probabilities of each AUDIO file."""
+    from satn.checkpoint import load_checkpoint
+    from satn.predict import predict_files
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(model_ref)
+        if not path.is_file():
+            from satn.tracking import default_tracking_uri, find_checkpoint
+
+            try:
+                path = find_checkpoint(tracking_uri or default_tracking_uri(), model_ref, tmp)
+            except Exception as e:
+                raise ConfigError(f"--model {model_ref!r} is neither a checkpoint file nor an "
+                                  f"MLflow run with a checkpoint ({e})") from e
+        try:
+            ckpt = load_checkpoint(path, device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+    preds = predict_files(list(audio), ckpt, device)
+    classes = ckpt.classes
+    if fmt == "json":
+        click.echo(json.dumps([p.__dict__ for p in preds], indent=2))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "label", *classes, "error"])
+        for p in preds:
+            w.writerow([p.path, p.label or "", *(f"{p.probs.get(c, float('nan')):.4f}"
+                                                 for c in classes), p.error or ""])
+        click.echo(buf.getvalue().rstrip("\n"))
+    else:
+        click.echo(f"{'file':<40} {'emotion':<8} " + " ".join(f"{c:>6}" for c in classes))
+        for p in preds:
+            if p.error:
+                click.echo(f"{p.path:<40} error: {p.error}")
+            else:
+                click.echo(f"{p.path:<40} {p.label:<8} "
+                           + " ".join(f"{p.probs[c]:6.3f}" for c in classes))
+    if any(p.error for p in preds):
+        sys.exit(1)
+
+
+@main.command()
+def variants() -> None:
+    """List the registered model variants."""
+    from satn.models import available
+
+    for name in available():
+        click.echo(name)
+
+
+# ---------------------------------------------------------------- satn-sweep
+
+
+@click.command("satn-sweep")
+@click.option("--space", required=True,
+              help="Search space name (experiments/spaces/NAME.yaml) or a YAML path.")
+@experiment_options
+@click.option("--trials", type=int, default=None, help="Number of trials (default: the space's).")
+@click.option("--epochs", type=int, default=None, help="Epochs per fold (default: the space's).")
+@click.option("--name", default=None, help="Sweep name (default: SPACE-timestamp).")
+@click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--device", default="cpu", show_default=True, help="Feature extraction device.")
+@friendly_errors
+def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, trials, epochs,
+               name, tracking_uri, device) -> None:
+    """Search a space of configurations with Ray Tune + Optuna, tracked in MLflow."""
+    from dataclasses import replace
+
+    from satn.prepare import prepare_dataset
+    from satn.space import load_space
+    from satn.sweep import run_sweep
+    from satn.tracking import ui_hint
+
+    cfg = load_experiment(config_path, corpus, root, protocol, sets)
+    search = load_space(space)
+    search.validate(cfg)  # fail before any work
+    runtime = load_runtime(runtime_path)
+    if tracking_uri:
+        runtime = replace(runtime, mlflow=replace(runtime.mlflow, tracking_uri=tracking_uri))
+    cfg, info = prepare_dataset(cfg, runtime, device=device, echo=click.echo)
+    click.echo(f"sweep {search.name}: {trials or search.num_samples} trial(s), "
+               f"{search.algorithm} search, {search.scheduler.kind} scheduler, "
+               f"metric {search.metric} ({search.mode})")
+    result = run_sweep(cfg, search, runtime, info.uri, num_samples=trials, epochs=epochs,
+                       name=name)
+    click.echo(f"\nsweep {result.name}: {result.n_trials} trial(s), "
+               f"{result.n_stopped_early} stopped early, {result.n_errors} failed")
+    if result.best_metrics:
+        m = result.best_metrics
+        click.echo(f"best configuration (MLflow run {result.best_run_id}):")
+        for k, v in sorted(result.best_params.items()):
+            click.echo(f"  {k} = {v}")
+        click.echo("  " + "  ".join(f"{k} {m[k]:.3f}" for k in
+                                    ("dev_ua_best", "test_wa_mean", "test_ua_mean",
+                                     "test_ua_at_best") if k in m))
+    click.echo(f"Ray Tune results: {result.storage_path}")
+    click.echo(f"MLflow: {result.tracking_uri}\n  {ui_hint(result.tracking_uri)}")
+    if result.n_errors == result.n_trials:
+        raise click.ClickException("every trial failed; see the Ray Tune results above")

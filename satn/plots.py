@@ -1,0 +1,48 @@
+"""Figures for reports and tracking: confusion matrices and attention maps (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: sweeps run on machines without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def confusion_png(matrix: np.ndarray, classes: tuple[str, ...], path: str | Path,
+                  title: str = "", normalise: bool = True) -> Path:
+    """Heatmap of a (C, C) confusion matrix, rows = true class; rows normalised when asked."""
+    m = np.asarray(matrix, dtype=np.float64)
+    if normalise:
+        m = m / np.maximum(m.sum(1, keepdims=True), 1e-12)
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.2f}" if normalise else f"{int(m[i, j])}",
+                    ha="center", va="center", color="white" if m[i, j] > 0.5 * m.max() else "black")
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
+           yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def attention_png(attn: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Heads of a (H, T, T) attention map side by side, plus their mean."""
+    attn = np.asarray(attn, dtype=np.float32)
+    maps = list(attn) + [attn.mean(0)]
+    fig, axes = plt.subplots(1, len(maps), figsize=(2.2 * len(maps), 2.4), squeeze=False)
+    for i, (ax, m) in enumerate(zip(axes[0], maps, strict=True)):
+        ax.imshow(m, cmap="viridis", aspect="auto", origin="lower")
+        ax.set_title(f"head {i + 1}" if i < len(attn) else "mean", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return Path(path)

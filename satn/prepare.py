@@ -1,0 +1,57 @@
+"""Corpus on disk -> cached Arrow dataset: the step every command starts with.
+
+Generates the demo corpus when that is the corpus asked for, loads the corpus
+into Utterance records and extracts features into the store. Both the demo
+writer and the store skip work already done, so calling this again is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from satn.config import ConfigError, ExperimentConfig, RuntimeConfig
+from satn.corpora import load_corpus
+
+
+def resolve_corpus(cfg: ExperimentConfig, runtime: RuntimeConfig,
+                   echo: Callable[[str], None] = print) -> ExperimentConfig:
+    """Fill in ``data.root``; for the demo corpus, generate it first (seconds, once)."""
+    data = cfg.data
+    if data.corpus == "demo":
+        from satn.corpora.demo import write_demo_corpus
+
+        root = Path(data.root or Path(runtime.data_dir) / "demo-corpus").resolve()
+        summary = write_demo_corpus(root, per_class=data.demo_per_class, seed=data.demo_seed)
+        echo(f"demo corpus (synthetic speech) at {root}: {summary.n_wavs} wav files")
+        return cfg.override({"data.root": str(root)})
+    if not data.root:
+        raise ConfigError(f"data.root is required for corpus {data.corpus!r} (--root PATH)")
+    return cfg.override({"data.root": str(Path(data.root).resolve())})
+
+
+def corpus_tag(cfg: ExperimentConfig) -> str:
+    if cfg.data.corpus in ("iemocap", "demo"):
+        return f"{cfg.data.corpus}-{cfg.data.protocol}"
+    return cfg.data.corpus
+
+
+def prepare_dataset(cfg: ExperimentConfig, runtime: RuntimeConfig, *, device: str = "cpu",
+                    progress: bool = True, echo: Callable[[str], None] = print):
+    """-> (config with data.root resolved, ``satn.store.DatasetInfo``)."""
+    from satn.store import build_dataset
+
+    cfg = resolve_corpus(cfg, runtime, echo)
+    load = load_corpus(cfg.data)
+    echo(f"corpus {cfg.data.corpus}: {load.summary()}")
+    if not load.utterances:
+        raise ConfigError(f"no usable utterances in {cfg.data.root} "
+                          f"(corpus {cfg.data.corpus}, protocol {cfg.data.protocol})")
+    out = runtime.features_dir if "://" in runtime.features_dir else str(
+        Path(runtime.features_dir).resolve())
+    info = build_dataset(load, cfg.features, out, corpus_tag=corpus_tag(cfg), device=device,
+                         progress=progress)
+    state = "cached, nothing to do" if info.cached else "written"
+    echo(f"features: {info.n_rows} utterances at {info.uri} ({state}); "
+         f"{info.n_problems} input problem(s) listed in {info.report_uri}")
+    return cfg, info

@@ -1,0 +1,214 @@
+"""End to end through the real entry points: demo corpus -> features -> train / sweep ->
+MLflow -> predict. Shrunk to a tiny corpus and model so it runs in seconds on a CPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from satn.cli import main, sweep_main
+
+TINY = {
+    "data": {"corpus": "demo", "demo_per_class": 2},
+    "model": {"channels": 16, "heads": 2, "dilations": [1, 2]},
+    "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "device": "cpu"},
+}
+
+
+def _client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("satn")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    (root / "runtime.yaml").write_text(yaml.safe_dump({
+        "ray": {"address": "local", "num_cpus": 2},
+        "storage_path": str(root / "ray"), "features_dir": str(root / "features"),
+        "data_dir": str(root / "data"), "max_concurrent_trials": 2,
+        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "e2e"}}))
+    return root
+
+
+def _run(cmd, args, check=True):
+    result = CliRunner().invoke(cmd, [str(a) for a in args], catch_exceptions=False)
+    if check:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def _common(ws):
+    return ["--config", ws / "tiny.yaml", "--ray-config", ws / "runtime.yaml"]
+
+
+def test_features_then_cache_hit(workspace):
+    first = _run(main, ["features", *_common(workspace), "--no-progress"])
+    assert "(written)" in first.output
+    again = _run(main, ["features", *_common(workspace), "--no-progress"])
+    assert "cached, nothing to do" in again.output
+    uri = again.output.strip().splitlines()[-1]
+    import pandas as pd
+
+    from satn.store import open_dataset
+
+    ds = open_dataset(uri)
+    assert len(ds) == 80  # 5 sessions x 2 speakers x 4 classes x 2 (demo_per_class)
+    assert len(pd.read_parquet(ds.data_uri)) == 80  # plain pandas reads it too
+
+
+def test_folds_command_shows_speaker_disjoint_sides(workspace):
+    out = _run(main, ["folds", *_common(workspace)]).output
+    lines = [ln for ln in out.splitlines() if ln.startswith("fold") and "held out" not in ln]
+    assert len(lines) == 5
+    for ln in lines:
+        dev, test = ln.split()[-3], ln.split()[-1]
+        assert dev.endswith("M") and test.endswith("F") and dev[:5] == test[:5]
+
+
+def test_train_one_fold_logs_to_mlflow_and_predict_reads_it(workspace, tmp_path):
+    out = _run(main, ["train", *_common(workspace), "--fold", "1"]).output
+    assert "fold1" in out and "MLflow run" in out
+    run_id = out.split("MLflow run ")[1].split()[0]
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    parent = _client(uri).get_run(run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["satn.level"] == "config"
+
+    wavs = sorted((workspace / "data" / "demo-corpus").rglob("*.wav"))[:2]
+    bad = tmp_path / "corrupt.wav"
+    bad.write_bytes(b"RIFF not really a wav")
+    res = _run(main, ["predict", *wavs, bad, "--model", run_id, "--tracking-uri", uri,
+                      "--format", "json"], check=False)
+    assert res.exit_code == 1  # one bad file: reported, the others still predicted
+    rows = json.loads(res.stdout)
+    assert [r["error"] is None for r in rows] == [True, True, False]
+    assert "corrupt.wav" in rows[2]["error"]
+    for r in rows[:2]:
+        assert r["label"] in ("neu", "hap", "sad", "ang")
+        assert sum(r["probs"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_checkpoint_round_trip_gives_the_same_predictions(workspace, tmp_path):
+    import torch
+
+    from satn.checkpoint import load_checkpoint, save_checkpoint
+    from satn.config import ExperimentConfig, RuntimeConfig
+    from satn.predict import predict_files
+    from satn.prepare import prepare_dataset
+    from satn.runner import Experiment
+    from satn.store import open_dataset
+
+    cfg = ExperimentConfig.from_yaml(workspace / "tiny.yaml")
+    cfg, info = prepare_dataset(cfg, RuntimeConfig.from_yaml(workspace / "runtime.yaml"),
+                                progress=False, echo=lambda s: None)
+    exp = Experiment(cfg, open_dataset(info.uri), folds=[2])
+    exp.run()
+    trainer, pf = exp.trainers["fold2"], exp.prepared[0]
+    path = save_checkpoint(tmp_path / "best.pt", trainer.best.state_dict, cfg=cfg,
+                           classes=exp.classes, normalizer=pf.normalizer,
+                           frame_shape=exp.frame_shape)
+    ckpt = load_checkpoint(path)
+    x, _, uid = pf.data.dev[0]
+    lengths = torch.tensor([x.shape[0]])
+    expected = trainer.best_model()(x[None], lengths).logits
+    assert torch.allclose(ckpt.model(x[None], lengths).logits, expected, atol=1e-5)
+    # and from audio: predict_files runs the same features + normaliser
+    wav = next((Path(cfg.data.root)).rglob(f"{uid}.wav"))
+    p = predict_files([str(wav)], ckpt)[0]
+    probs = expected.softmax(-1)[0].detach().numpy()
+    assert np.allclose([p.probs[c] for c in ckpt.classes], probs, atol=1e-4)
+    # a checkpoint is plain tensors + JSON: loads with weights_only
+    blob = torch.load(path, weights_only=True)
+    assert set(blob) == {"state_dict", "meta"}
+
+
+def test_a_checkpoint_that_is_not_one_gets_a_clear_error(tmp_path):
+    bad = tmp_path / "x.pt"
+    bad.write_bytes(b"\x00garbage")
+    res = _run(main, ["predict", str(bad), "--model", str(bad)], check=False)
+    assert res.exit_code == 1 and "not a satn checkpoint" in res.output
+
+
+def _raylets() -> int:
+    out = subprocess.run(["pgrep", "-f", "raylet"], capture_output=True, text=True).stdout
+    return len(out.split())
+
+
+def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
+    space = workspace / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "e2e", "metric": "dev_ua_best", "mode": "max", "num_samples": 2,
+        "algorithm": "optuna", "seed": 0,
+        "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
+        "params": {"model.dilations": {"choice": ["1,2", "1,2,4"]},
+                   "train.lr": {"loguniform": [1e-3, 5e-3]}}}))
+    before = _raylets()
+    out = _run(sweep_main, ["--space", space, *_common(workspace), "--trials", 2,
+                            "--name", "e2e-sweep"]).output
+    assert "sweep e2e-sweep: 2 trial(s)" in out and "best configuration" in out
+    assert _raylets() <= before  # the sweep shut down the Ray it started
+
+    client = _client(f"sqlite:///{workspace / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id], "tags.`satn.sweep` = 'e2e-sweep'")
+    parents = [r for r in runs if r.data.tags["satn.level"] == "config"]
+    folds = [r for r in runs if r.data.tags["satn.level"] == "fold"]
+    assert len(parents) == 2 and len(folds) == 10
+    for p in parents:
+        children = [f for f in folds if f.data.tags["mlflow.parentRunId"] == p.info.run_id]
+        assert sorted(f.data.tags["satn.fold"] for f in children) == [f"fold{i}" for i in
+                                                                     range(1, 6)]
+        stopped = p.data.tags.get("satn.outcome") == "stopped_early"
+        assert p.info.status == ("KILLED" if stopped else "FINISHED")
+        assert {"model.dilations", "train.lr", "model.variant"} <= set(p.data.params)
+        history = client.get_metric_history(p.info.run_id, "dev_ua")
+        assert [m.step for m in history] == list(range(1, len(history) + 1))
+        if not stopped:
+            assert len(history) == 2 and "test_ua_mean" in p.data.metrics
+            assert {a.path for a in client.list_artifacts(p.info.run_id, "results")} >= {
+                "results/summary.json", "results/test_mean_normalised.png"}
+        for f in children:
+            assert 0.0 <= f.data.metrics["best_test_ua"] <= 1.0
+            arts = {a.path for a in client.list_artifacts(f.info.run_id)}
+            assert {"checkpoint", "confusion", "attention"} <= arts
+            att = [a.path for a in client.list_artifacts(f.info.run_id, "attention")]
+            probes = f.data.params["fold.probes"].split(",")
+            assert sorted(att) == sorted([f"attention/{u}.{e}" for u in probes
+                                          for e in ("npy", "png")])
+            local = client.download_artifacts(f.info.run_id, att[0] if att[0].endswith(".npy")
+                                              else att[1])
+            maps = np.load(local)
+            assert maps.ndim == 3 and maps.shape[1] == maps.shape[2]
+            assert np.allclose(maps.astype(np.float32).sum(-1), 1.0, atol=1e-2)
+    best = [r for r in runs if r.data.tags.get("satn.best_of_sweep") == "e2e-sweep"]
+    assert len(best) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--config", "/nonexistent.yaml"], "config file not found"),
+    (["train", "--set", "model.heads"], "expected KEY=VALUE"),
+    (["train", "--set", "model.size=3", "--no-mlflow"], "unknown config key 'size'"),
+    (["train", "--corpus", "iemocap", "--root", "/nonexistent/iemocap", "--no-mlflow"],
+     "/nonexistent/iemocap"),
+])
+def test_bad_input_gets_one_clear_line(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code != 0 and message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_unknown_space_is_refused_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(sweep_main, ["--space", "nope"])
+    assert res.exit_code == 1 and "no search space 'nope'" in res.output
+    assert not (tmp_path / "satn-data").exists()
