@@ -101,20 +101,18 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
                                                              strict=True)}
     prepared = []
     for fold in folds:
-        train_arrays = [arrays[row[u]] for u in fold.train]
         # statistics from the training side only: dev and test stay unseen
-        norm = Normalizer.fit(train_arrays)
+        norm = Normalizer.fit([arrays[row[u]] for u in fold.train])
 
         def side(ids: tuple[str, ...], train: bool, norm: Normalizer = norm) -> SequenceDataset:
             return SequenceDataset(
-                train_arrays if train else [arrays[row[u]] for u in ids],
-                [label_of[u] for u in ids], list(ids), normalizer=norm,
-                max_frames=cfg.train.max_frames if train else None, seed=cfg.train.seed)
+                [arrays[row[u]] for u in ids], [label_of[u] for u in ids], list(ids),
+                normalizer=norm, max_frames=cfg.train.max_frames if train else None,
+                seed=cfg.train.seed)
 
-        dev = side(fold.dev, False)
         probes = pick_probes(fold.dev, [label_of[u] for u in fold.dev], n_probes)
-        data = FoldData(fold.name, side(fold.train, True), dev, side(fold.test, False),
-                        len(classes), probes)
+        data = FoldData(fold.name, side(fold.train, True), side(fold.dev, False),
+                        side(fold.test, False), len(classes), probes)
         prepared.append(PreparedFold(fold, data, norm))
     return prepared
 

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
+from fakes import MemoryDataset
 
 from satn.config import ExperimentConfig
 from satn.engine import class_weights
 from satn.runner import Experiment, pick_probes
-from fakes import MemoryDataset
 
 
 def _cfg(**over):
