@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from satn.audio import read_audio  # noqa: E402
 from satn.config import FeatureConfig  # noqa: E402
 from satn.features import FeatureExtractor  # noqa: E402
+from satn.reference import librosa_logmel, speechlike  # noqa: E402
 
 SR = 16000
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "corpora"
@@ -49,29 +50,6 @@ def corpus_files(n: int) -> list[Path]:
         step = max(1, len(pool) // (n // len(pools)))
         picked += pool[::step][: n // len(pools)]
     return picked
-
-
-def speechlike(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 25))
-    env = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 2
-    return (0.3 * env * voiced + 1e-3 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def librosa_features(y: np.ndarray) -> np.ndarray:
-    import librosa
-
-    mel = librosa.feature.melspectrogram(
-        y=y, sr=SR, n_fft=512, win_length=400, hop_length=160, n_mels=40, center=True,
-        pad_mode="constant", power=2.0, htk=False, norm="slaney",
-    )  # fmt: skip
-    static = np.log(np.maximum(mel, 1e-10))
-    d1 = librosa.feature.delta(static, width=5, mode="nearest", axis=-1)
-    d2 = librosa.feature.delta(d1, width=5, mode="nearest", axis=-1)
-    return np.concatenate([static, d1, d2]).T
 
 
 def best_time(fn, repeat: int) -> float:
@@ -128,7 +106,7 @@ def main() -> None:
     # threads came out 4x slower here (threads competing for 2 cores)
     for threads in thread_counts:
         with threadpool_limits(threads):
-            t = best_time(lambda: [librosa_features(w) for w in waves], args.repeat)
+            t = best_time(lambda: [librosa_logmel(w) for w in waves], args.repeat)
             rows.append(("librosa mel + 2x delta", threads, 1, seconds / t))
     for threads in thread_counts:
         torch.set_num_threads(threads)
@@ -154,7 +132,7 @@ def main() -> None:
             rows.append((f"satn float32 on {args.device}", torch.get_num_threads(), b, seconds / t))
 
     # agreement with librosa, over every wave
-    ref = [librosa_features(w) for w in waves]
+    ref = [librosa_logmel(w) for w in waves]
     print("\nmax abs difference from librosa (log units): static / delta / delta2")
     for dtype in (torch.float32, torch.float64):
         ex = FeatureExtractor(FeatureConfig(), dtype=dtype)

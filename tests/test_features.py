@@ -21,35 +21,13 @@ import torchaudio.functional as AF
 
 from satn.config import FeatureConfig
 from satn.features import FeatureError, FeatureExtractor, as_channels, slaney_mel_fbanks
+from satn.reference import librosa_logmel, speechlike
 
 librosa = pytest.importorskip("librosa")
 
 SR = 16000
 FLOOR = 1e-10
 TIGHT, LOOSE = 1e-5, 1e-3
-
-
-def speechlike(seconds: float = 2.0, seed: int = 0) -> np.ndarray:
-    """Gliding harmonic voice in syllables, with pauses and a noise floor: (N,) float32."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SR
-    voiced = sum(np.sin(k * phase) / k for k in range(1, 25))
-    env = np.clip(np.sin(2 * np.pi * 2.5 * t), 0, None) ** 2
-    return (0.3 * env * voiced + 1e-3 * rng.standard_normal(t.size)).astype(np.float32)
-
-
-def librosa_logmel(y: np.ndarray) -> np.ndarray:
-    """The reference: (T, 120) static | delta | delta2."""
-    mel = librosa.feature.melspectrogram(
-        y=y, sr=SR, n_fft=512, win_length=400, hop_length=160, n_mels=40, center=True,
-        pad_mode="constant", power=2.0, htk=False, norm="slaney",
-    )  # fmt: skip
-    static = np.log(np.maximum(mel, FLOOR))
-    d1 = librosa.feature.delta(static, width=5, mode="nearest", axis=-1)
-    d2 = librosa.feature.delta(d1, width=5, mode="nearest", axis=-1)
-    return np.concatenate([static, d1, d2]).T
 
 
 def max_diffs(ours: np.ndarray, ref: np.ndarray) -> list[float]:
