@@ -29,6 +29,10 @@ _RAY_ENV = {
 }
 
 
+# Set in a trial's last report once every fold has trained all its epochs.
+COMPLETED = "satn_completed"
+
+
 @dataclass(frozen=True)
 class SweepResult:
     name: str
@@ -101,7 +105,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
             metrics: dict[str, Any] = experiment.epoch_summary(stats)
             if final is not None:
                 metrics.update(final.summary())
-                metrics["done"] = True
+                # not Tune's reserved "done": Tune sets that on every trial ASHA stops
+                metrics[COMPLETED] = True
             metrics = {k: float(v) for k, v in metrics.items() if _is_number(v)}
             metrics["mlflow_run_id"] = tracker.parent_id
             # ASHA may stop the trial inside this call: MLflow has been written already
@@ -177,16 +182,18 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
 
     stopped, errors = 0, 0
     for r in results:
-        run_id = (r.metrics or {}).get("mlflow_run_id")
-        if r.error is not None:
+        metrics = r.metrics or {}
+        run_id = metrics.get("mlflow_run_id")
+        outcome = trial_outcome(metrics, r.error)
+        if outcome == "error":
             errors += 1
             if run_id:
                 mark_runs(tracking_uri, run_id, "FAILED", {"satn.outcome": "error"})
-        elif run_id and not (r.metrics or {}).get("done"):
-            stopped += 1
-            mark_runs(tracking_uri, run_id, "KILLED", {
+        elif outcome == "stopped_early":
+            # ASHA's stop may reach a trial after it has already trained to the end
+            stopped += 1 if run_id is None else mark_runs(tracking_uri, run_id, "KILLED", {
                 "satn.outcome": "stopped_early",
-                "satn.stopped_at_epoch": str(r.metrics.get("training_iteration"))})
+                "satn.stopped_at_epoch": str(metrics.get("training_iteration"))})
     best_params: dict[str, Any] = {}
     best_metrics: dict[str, float] = {}
     best_run = None
@@ -204,6 +211,13 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
     return SweepResult(name, len(results), stopped, errors, best_params, best_metrics, best_run,
                        tracking_uri, str(Path(storage) / name) if "://" not in storage else
                        f"{storage}/{name}")
+
+
+def trial_outcome(last_metrics: dict[str, Any], error: Exception | None) -> str:
+    """``"completed"``, ``"stopped_early"`` or ``"error"`` from a trial's last report."""
+    if error is not None:
+        return "error"
+    return "completed" if last_metrics.get(COMPLETED) else "stopped_early"
 
 
 def _is_number(v: Any) -> bool:

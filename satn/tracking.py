@@ -217,17 +217,25 @@ class MlflowObserver:
                 self.client.set_terminated(run_id, status)
 
 
-def mark_runs(tracking_uri: str, parent_id: str, status: str, tags: dict[str, str]) -> None:
-    """Set status and tags on a parent run and its fold runs (driver-side clean-up)."""
+def mark_runs(tracking_uri: str, parent_id: str, status: str, tags: dict[str, str]) -> bool:
+    """Driver-side clean-up: set status and tags on a parent run and its unfinished fold runs.
+
+    A run already FINISHED is left alone: its trial trained to the end and logged
+    its results before the tuner's stop reached it. Returns False when the
+    parent itself had finished (nothing was lost).
+    """
     client = _client(tracking_uri)
     parent = client.get_run(parent_id)
     children = client.search_runs([parent.info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
     for run in [parent, *children]:
+        if run.info.status == "FINISHED":
+            continue
         for k, v in tags.items():
             client.set_tag(run.info.run_id, k, v)
         if run.info.status == "RUNNING":
             client.set_terminated(run.info.run_id, status)
+    return parent.info.status != "FINISHED"
 
 
 def find_checkpoint(tracking_uri: str, run_id: str, dest: str | Path) -> Path:

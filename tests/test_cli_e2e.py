@@ -169,6 +169,7 @@ def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
                                                                      range(1, 6)]
         stopped = p.data.tags.get("satn.outcome") == "stopped_early"
         assert p.info.status == ("KILLED" if stopped else "FINISHED")
+        assert {f.info.status for f in children} == {p.info.status}
         assert {"model.dilations", "train.lr", "model.variant"} <= set(p.data.params)
         history = client.get_metric_history(p.info.run_id, "dev_ua")
         assert [m.step for m in history] == list(range(1, len(history) + 1))

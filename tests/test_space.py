@@ -62,3 +62,4 @@ def test_examples_span_the_range():
     spec = ParamSpec.parse("x", {"loguniform": [1e-4, 1e-2]})
     lo, mid, hi = spec.examples()
     assert lo == 1e-4 and hi == 1e-2 and lo < mid < hi
+

@@ -1,0 +1,47 @@
+"""Driver-side MLflow clean-up on a real local store."""
+
+import pytest
+
+from satn.tracking import _client, ensure_experiment, mark_runs
+
+
+@pytest.fixture()
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    return uri, ensure_experiment(uri, "t")
+
+
+def _config_with_folds(uri, exp_id, parent_status, fold_statuses):
+    client = _client(uri)
+    parent = client.create_run(exp_id, tags={"satn.level": "config"}).info.run_id
+    folds = [client.create_run(exp_id, tags={"mlflow.parentRunId": parent}).info.run_id
+             for _ in fold_statuses]
+    for run_id, status in [(parent, parent_status), *zip(folds, fold_statuses, strict=True)]:
+        if status != "RUNNING":
+            client.set_terminated(run_id, status)
+    return client, parent, folds
+
+
+def test_a_stopped_trial_is_marked_killed_with_its_reason(store):
+    client, parent, folds = _config_with_folds(*store, "RUNNING", ["RUNNING", "RUNNING"])
+    assert mark_runs(store[0], parent, "KILLED", {"satn.outcome": "stopped_early"})
+    for run_id in [parent, *folds]:
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert run.data.tags["satn.outcome"] == "stopped_early"
+
+
+def test_a_trial_that_finished_before_the_stop_reached_it_is_left_alone(store):
+    client, parent, folds = _config_with_folds(*store, "FINISHED", ["FINISHED", "FINISHED"])
+    assert not mark_runs(store[0], parent, "KILLED", {"satn.outcome": "stopped_early"})
+    for run_id in [parent, *folds]:
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED" and "satn.outcome" not in run.data.tags
+
+
+def test_a_failed_trial_keeps_its_status_and_gets_the_reason(store):
+    client, parent, folds = _config_with_folds(*store, "FAILED", ["FAILED", "RUNNING"])
+    assert mark_runs(store[0], parent, "FAILED", {"satn.outcome": "error"})
+    assert [client.get_run(r).info.status for r in folds] == ["FAILED", "FAILED"]
+    assert client.get_run(parent).data.tags["satn.outcome"] == "error"
