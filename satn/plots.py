@@ -19,16 +19,21 @@ def confusion_png(matrix: np.ndarray, classes: tuple[str, ...], path: str | Path
         m = m / np.maximum(m.sum(1, keepdims=True), 1e-12)
     fig, ax = plt.subplots(figsize=(4, 3.6))
     ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalise else None)
-    for i in range(m.shape[0]):
-        for j in range(m.shape[1]):
-            ax.text(j, i, f"{m[i, j]:.2f}" if normalise else f"{int(m[i, j])}",
-                    ha="center", va="center", color="white" if m[i, j] > 0.5 * m.max() else "black")
+    for (i, j), text in np.ndenumerate(cell_labels(m)):
+        ax.text(j, i, text, ha="center", va="center",
+                color="white" if m[i, j] > 0.5 * m.max() else "black")
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
            yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
+
+
+def cell_labels(m: np.ndarray) -> np.ndarray:
+    """Cell texts of a matrix: counts as integers, anything else (rates, means) with 2 decimals."""
+    counts = np.allclose(m, np.round(m)) and m.max(initial=0) > 1
+    return np.vectorize(lambda v: f"{int(round(v))}" if counts else f"{v:.2f}")(m)
 
 
 def attention_png(attn: np.ndarray, path: str | Path, title: str = "") -> Path:
@@ -41,6 +46,7 @@ def attention_png(attn: np.ndarray, path: str | Path, title: str = "") -> Path:
         ax.set_title(f"head {i + 1}" if i < len(attn) else "mean", fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
+    axes[0][0].set(xlabel="key frame", ylabel="query frame")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)

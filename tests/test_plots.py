@@ -1,0 +1,21 @@
+"""Figures: the numbers printed in a confusion heatmap are the matrix's own."""
+
+import numpy as np
+
+from satn.plots import attention_png, cell_labels, confusion_png
+
+
+def test_counts_print_as_integers_and_rates_with_decimals():
+    counts = np.array([[5, 1], [0, 7]])
+    assert cell_labels(counts).tolist() == [["5", "1"], ["0", "7"]]
+    rates = np.array([[0.75, 0.25], [0.1, 0.9]])
+    assert cell_labels(rates).tolist() == [["0.75", "0.25"], ["0.10", "0.90"]]
+    # a row-normalised matrix with whole values is still a rate, not a count
+    assert cell_labels(np.eye(2)).tolist() == [["1.00", "0.00"], ["0.00", "1.00"]]
+
+
+def test_figures_are_written_as_png(tmp_path):
+    png = b"\x89PNG"
+    c = confusion_png(np.array([[3, 1], [2, 4]]), ("a", "b"), tmp_path / "c.png", normalise=False)
+    a = attention_png(np.full((2, 5, 5), 0.2), tmp_path / "a.png", title="u1")
+    assert c.read_bytes()[:4] == png and a.read_bytes()[:4] == png
