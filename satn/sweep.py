@@ -190,10 +190,11 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
             if run_id:
                 mark_runs(tracking_uri, run_id, "FAILED", {"satn.outcome": "error"})
         elif outcome == "stopped_early":
-            # ASHA's stop may reach a trial after it has already trained to the end
-            stopped += 1 if run_id is None else mark_runs(tracking_uri, run_id, "KILLED", {
-                "satn.outcome": "stopped_early",
-                "satn.stopped_at_epoch": str(metrics.get("training_iteration"))})
+            # ASHA's stop may reach a trial after it has trained to the end: not counted
+            if run_id is None or mark_runs(tracking_uri, run_id, "KILLED", {
+                    "satn.outcome": "stopped_early",
+                    "satn.stopped_at_epoch": str(metrics.get("training_iteration"))}):
+                stopped += 1
     best_params: dict[str, Any] = {}
     best_metrics: dict[str, float] = {}
     best_run = None
