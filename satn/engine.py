@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from satn.batching import SequenceDataset, make_loader, set_epoch
 from satn.config import TrainConfig
 from satn.metrics import Scores, score
+from satn.models.dropout import use_generator
 
 
 def seed_everything(seed: int) -> None:
@@ -140,6 +141,9 @@ class FoldTrainer:
                                            else None)
         self.loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   bucket_width=cfg.bucket_width)
+        # the fold's own dropout stream: a fold trains the same alone, beside others, in a thread
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        use_generator(self.model, self.generator)
         self.epoch = 0
         self.best: Best | None = None
         self.history: list[EpochStats] = []

@@ -94,7 +94,9 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
         raise ConfigError(f"dataset labels {unknown} are not among data.classes {list(classes)}")
     folds = make_folds(meta, cfg.folds)
     if only:
-        folds = [fold_by_name(folds, f) for f in only]
+        picked = [fold_by_name(folds, f) for f in only]
+        # 1 and "fold1" name the same fold: train it once
+        folds = list({f.name: f for f in picked}.values())
     arrays = dataset.arrays()
     row = {uid: i for i, uid in enumerate(meta["id"])}
     label_of = {uid: classes.index(lab) for uid, lab in zip(meta["id"], meta["label"],
@@ -141,7 +143,11 @@ class Experiment:
         return [pf.fold.name for pf in self.prepared]
 
     def epoch_summary(self, stats: dict[str, EpochStats]) -> dict[str, float]:
-        """Fold means after an epoch; ``dev_ua_best`` is the fold-mean of best-so-far dev UA."""
+        """Fold means after an epoch; ``dev_ua_best`` is the fold-mean of best-so-far dev UA.
+
+        A fold already stopped by patience counts with its last epoch, so every
+        mean is over the same folds from the first epoch to the last.
+        """
         bests = [t.best for t in self.trainers.values() if t.best is not None]
         latest = [t.history[-1] for t in self.trainers.values() if t.history]
         return {

@@ -65,6 +65,8 @@ def test_same_seed_same_result_and_folds_by_name():
     b = Experiment(_cfg(**{"train.epochs": 2}), MemoryDataset(), folds=[2]).run()
     assert a.folds[0].name == "fold2" and a.folds[0].test.ua == b.folds[0].test.ua
     assert np.array_equal(a.folds[0].test.confusion, b.folds[0].test.confusion)
+    both = Experiment(_cfg(**{"train.epochs": 1}), MemoryDataset(), folds=[2, "fold2", 1])
+    assert both.fold_names == ["fold2", "fold1"]
 
 
 def test_patience_stops_a_fold_early():
@@ -74,11 +76,23 @@ def test_patience_stops_a_fold_early():
     assert exp.trainers["fold1"].epoch < 30
 
 
-def test_parallel_folds_match_sequential():
-    cfg = _cfg(**{"train.epochs": 2})
-    seq = Experiment(cfg, MemoryDataset(), folds=[1, 2]).run()
-    par = Experiment(cfg, MemoryDataset(), folds=[1, 2], fold_workers=2).run()
-    assert [f.test.ua for f in seq.folds] == [f.test.ua for f in par.folds]
+def test_a_fold_trains_the_same_alone_beside_others_and_in_threads():
+    # with dropout on: each fold draws its masks from its own generator
+    cfg = _cfg(**{"train.epochs": 2, "model.dropout": 0.3})
+
+    def fold2_losses(**kw):
+        exp = Experiment(cfg, MemoryDataset(), **kw)
+        exp.run()
+        return [s.train_loss for s in exp.trainers["fold2"].history]
+
+    alone = fold2_losses(folds=[2])
+    assert fold2_losses(folds=[1, 2]) == alone
+    assert fold2_losses(folds=[1, 2], fold_workers=2) == alone
+    assert fold2_losses(folds=[2], fold_workers=1) == alone
+    # and the dropout is really on: another seed draws other masks
+    other = Experiment(cfg.override({"train.seed": 1}), MemoryDataset(), folds=[2])
+    other.run()
+    assert [s.train_loss for s in other.trainers["fold2"].history] != alone
 
 
 def test_normaliser_sees_the_training_side_only():

@@ -6,6 +6,7 @@ import torch
 from satn.config import ConfigError, ModelConfig
 from satn.models import available, build_model
 from satn.models.attention import MultiHeadSelfAttention
+from satn.models.dropout import Dropout, use_generator
 from satn.models.masking import length_mask, masked_mean
 from satn.models.tcn import TCN
 
@@ -90,3 +91,24 @@ def test_registry_knows_tcn_self_and_rejects_unknown_names_and_shapes():
         build_model(ModelConfig(), (32, 129), 4)
     with pytest.raises(ValueError, match="divisible"):
         build_model(ModelConfig(channels=30, heads=4), (120,), 4)
+
+
+def test_every_variant_draws_dropout_from_the_trainers_generator():
+    for name in available():
+        model = build_model(ModelConfig(variant=name), (120,), 4)
+        assert not any(type(m) is torch.nn.Dropout for m in model.modules()), name
+        assert use_generator(model, torch.Generator()) > 0, name
+
+
+def test_seeded_dropout_is_reproducible_unbiased_and_off_in_eval():
+    drop = Dropout(0.25)
+    x = torch.ones(200, 100)
+    drop.generator = torch.Generator().manual_seed(3)
+    a = drop(x)
+    drop.generator = torch.Generator().manual_seed(3)
+    assert torch.equal(drop(x), a)
+    assert torch.allclose(a.unique(), torch.tensor([0.0, 1 / 0.75]))
+    assert a.mean().item() == pytest.approx(1.0, abs=0.02)  # inverted dropout keeps the mean
+    assert torch.equal(drop.eval()(x), x)
+    with pytest.raises(ValueError, match="dropout"):
+        Dropout(1.0)

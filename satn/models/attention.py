@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from satn.models.dropout import Dropout
 from satn.models.masking import length_mask
 
 
@@ -24,7 +25,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.heads, self.d_k = heads, dim // heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, T, D), lengths: (B,) -> y: (B, T, D), attention: (B, H, T, T)."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from satn.models.attention import MultiHeadSelfAttention
+from satn.models.dropout import Dropout
 from satn.models.masking import masked_mean
 
 
@@ -44,7 +45,7 @@ class SERModel(nn.Module):
                  dropout: float):
         super().__init__()
         self.encoder, self.readout = encoder, readout
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_classes))
+        self.head = nn.Sequential(Dropout(dropout), nn.Linear(dim, n_classes))
 
     def forward(self, x: Tensor, lengths: Tensor) -> ModelOutput:
         """x: (B, T, F) padded features, lengths: (B,) -> ModelOutput."""

@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from satn.models.dropout import Dropout
 from satn.models.masking import length_mask
 
 
@@ -37,7 +38,7 @@ class TemporalBlock(nn.Module):
         super().__init__()
         self.conv1 = _DilatedConv(c_in, c_out, kernel_size, dilation, causal)
         self.conv2 = _DilatedConv(c_out, c_out, kernel_size, dilation, causal)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.down = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
