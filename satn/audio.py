@@ -14,8 +14,13 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from satn.errors import InputError
 
-class AudioError(ValueError):
+# Sample rates a real recording has; anything else is a damaged header.
+MIN_RATE, MAX_RATE = 1000, 768000
+
+
+class AudioError(InputError):
     """An audio file that cannot be used: ``path`` says where, ``reason`` says why."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -35,15 +40,22 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
             no samples, or holds NaN / inf samples.
     """
     p = Path(path)
-    if not p.exists():
-        raise AudioError(p, "file not found")
-    if not p.is_file():
-        raise AudioError(p, "not a file")
     try:
-        # always_2d: (N, channels) whatever the file holds, so mono and stereo share a path
-        wave, sr = sf.read(p, dtype="float32", always_2d=True)
+        if not p.exists():
+            raise AudioError(p, "file not found")
+        if not p.is_file():
+            raise AudioError(p, "not a file")
+        if p.stat().st_size == 0:
+            raise AudioError(p, "empty file (0 bytes)")
+        with open(p, "rb") as f:  # permission problems get their own words, not libsndfile's
+            # always_2d: (N, channels) whatever the file holds, so mono and stereo share a path
+            wave, sr = sf.read(f, dtype="float32", always_2d=True)
+    except OSError as e:
+        raise AudioError(p, f"cannot open ({e.strerror or e})") from e
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
         raise AudioError(p, f"cannot decode audio ({type(e).__name__}: {e})") from e
+    if not MIN_RATE <= sr <= MAX_RATE:  # a corrupt header; resampling it could fill memory
+        raise AudioError(p, f"implausible sample rate {sr} Hz (header damaged?)")
     if wave.shape[0] == 0 or wave.shape[1] == 0:
         raise AudioError(p, "no audio samples (empty file)")
     if not np.isfinite(wave).all():

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import click
 
-from satn.config import ConfigError, ExperimentConfig, RuntimeConfig
-
-CORPORA = ("demo", "iemocap", "ravdess", "manifest")
-
+from satn.config import CORPORA, ConfigError, ExperimentConfig, RuntimeConfig
+from satn.errors import InputError
 
 # ---------------------------------------------------------------- shared options
 
@@ -82,7 +80,7 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, FileNotFoundError) as e:
+        except (InputError, FileNotFoundError) as e:
             raise click.ClickException(str(e)) from e
 
     return wrapper

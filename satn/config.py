@@ -10,6 +10,7 @@ strings (``"1,2,4,8,16"``) and are parsed back here, in one place.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -19,9 +20,33 @@ from typing import Any, Union
 
 import yaml
 
+from satn.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration value is missing, unknown or of the wrong kind."""
+
+
+CORPORA = ("demo", "iemocap", "ravdess", "manifest")
+PROTOCOLS = ("satn", "full")
+FEATURE_KINDS = ("logmel", "spectrogram_segments")
+FOLD_SCHEMES = ("loso", "speaker_kfold", "heldout_speakers")
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _check(section: str, rules: dict[str, tuple[bool, str]]) -> None:
+    """Raise one ConfigError naming every ``section.key`` whose rule fails."""
+    bad = [f"{section}.{key} {why}" for key, (ok, why) in rules.items() if not ok]
+    if bad:
+        raise ConfigError("; ".join(bad))
+
+
+def _one_of(value: Any, allowed: tuple[str, ...]) -> tuple[bool, str]:
+    return value in allowed, f"must be one of {', '.join(allowed)}, not {value!r}"
+
+
+def check_device(name: str) -> tuple[bool, str]:
+    return bool(_DEVICE.fullmatch(name)), f"must be auto, cpu, cuda or cuda:N, not {name!r}"
 
 
 # The four classes of the SATN protocol, in the order used for logits,
@@ -41,6 +66,15 @@ class DataConfig:
     label_map: Mapping[str, str] = field(default_factory=lambda: {"exc": "hap"})
     demo_per_class: int = 8  # demo corpus: utterances per speaker and class
     demo_seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check("data", {
+            "corpus": _one_of(self.corpus, CORPORA),
+            "protocol": _one_of(self.protocol, PROTOCOLS),
+            "classes": (len(self.classes) >= 2 and len(set(self.classes)) == len(self.classes),
+                        f"must name two or more distinct classes, not {list(self.classes)}"),
+            "demo_per_class": (self.demo_per_class >= 1, "must be at least 1"),
+        })
 
 
 @dataclass(frozen=True)
@@ -67,6 +101,30 @@ class FeatureConfig:
     seg_hop: int = 128
     seg_frames: int = 32
     seg_stride: int = 32  # frames between segment starts
+
+    def __post_init__(self) -> None:
+        nyquist = self.sample_rate / 2
+        f_max = nyquist if self.f_max is None else self.f_max
+        _check("features", {
+            "kind": _one_of(self.kind, FEATURE_KINDS),
+            "sample_rate": (self.sample_rate >= 1000, f"must be at least 1000 Hz, not {self.sample_rate}"),
+            "n_mels": (self.n_mels >= 1, f"must be at least 1, not {self.n_mels}"),
+            "hop_ms": (self.hop_length >= 1, f"must give a hop of 1 sample or more, not {self.hop_ms} ms"),
+            "win_ms": (1 <= self.win_length <= self.n_fft,
+                       f"must give a window of 1 to n_fft={self.n_fft} samples, not "
+                       f"{self.win_length} ({self.win_ms} ms)"),
+            "f_max": (0 < f_max <= nyquist, f"must be in (0, {nyquist:g}] Hz (Nyquist), not {f_max}"),
+            "f_min": (0 <= self.f_min < f_max, f"must be in [0, f_max={f_max:g}) Hz, not {self.f_min}"),
+            "log_floor": (self.log_floor > 0, f"must be > 0, not {self.log_floor}"),
+            "deltas": (self.deltas in (0, 1, 2), f"must be 0, 1 or 2, not {self.deltas}"),
+            # an even width gives the same deltas as the odd width below it
+            "delta_width": (self.delta_width >= 3 and self.delta_width % 2 == 1,
+                            f"must be odd and at least 3, not {self.delta_width}"),
+            "seg_n_fft": (self.seg_n_fft >= 2, f"must be at least 2, not {self.seg_n_fft}"),
+            "seg_hop": (self.seg_hop >= 1, f"must be at least 1, not {self.seg_hop}"),
+            "seg_frames": (self.seg_frames >= 1, f"must be at least 1, not {self.seg_frames}"),
+            "seg_stride": (self.seg_stride >= 1, f"must be at least 1, not {self.seg_stride}"),
+        })
 
     @property
     def win_length(self) -> int:
@@ -99,6 +157,14 @@ class FoldConfig:
     dev_speakers: tuple[str, ...] = ()  # heldout_speakers
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check("folds", {
+            "scheme": _one_of(self.scheme, FOLD_SCHEMES),
+            "k": (self.k >= 2, f"must be at least 2, not {self.k}"),
+            "dev_groups": (0 <= self.dev_groups < self.k,
+                           f"must be in [0, k={self.k}), not {self.dev_groups}"),
+        })
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -111,6 +177,17 @@ class ModelConfig:
     dropout: float = 0.2
     heads: int = 4
     causal: bool = True
+
+    def __post_init__(self) -> None:
+        _check("model", {
+            "channels": (self.channels >= 1, f"must be at least 1, not {self.channels}"),
+            "kernel_size": (self.kernel_size >= 1, f"must be at least 1, not {self.kernel_size}"),
+            "dilations": (bool(self.dilations) and min(self.dilations) >= 1,
+                          f"must be one or more positive integers, not {list(self.dilations)}"),
+            "dropout": (0.0 <= self.dropout < 1.0, f"must be in [0, 1), not {self.dropout}"),
+            "heads": (self.heads >= 1 and self.channels % self.heads == 0,
+                      f"must divide model.channels={self.channels}, not {self.heads}"),
+        })
 
 
 @dataclass(frozen=True)
@@ -129,6 +206,22 @@ class TrainConfig:
     patience: int | None = None  # stop a fold after this many epochs without dev UA gain
     bucket_width: int = 50  # frames per length bucket
 
+    def __post_init__(self) -> None:
+        _check("train", {
+            "epochs": (self.epochs >= 1, f"must be at least 1, not {self.epochs}"),
+            "batch_size": (self.batch_size >= 1, f"must be at least 1, not {self.batch_size}"),
+            "lr": (self.lr > 0, f"must be > 0, not {self.lr}"),
+            "weight_decay": (self.weight_decay >= 0, f"must be >= 0, not {self.weight_decay}"),
+            "grad_clip": (self.grad_clip >= 0, f"must be >= 0 (0: off), not {self.grad_clip}"),
+            "device": check_device(self.device),
+            "class_weighting": _one_of(self.class_weighting, ("balanced", "none")),
+            "max_frames": (self.max_frames is None or self.max_frames >= 1,
+                           f"must be at least 1 or none, not {self.max_frames}"),
+            "patience": (self.patience is None or self.patience >= 1,
+                         f"must be at least 1 or none, not {self.patience}"),
+            "bucket_width": (self.bucket_width >= 1, f"must be at least 1, not {self.bucket_width}"),
+        })
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -146,7 +239,7 @@ class ExperimentConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ExperimentConfig:
-        return cls.from_dict(load_yaml(path) or {})
+        return _from_file(cls, path)
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -161,6 +254,14 @@ class ExperimentConfig:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _from_file(cls: type, path: str | Path) -> Any:
+    data = load_yaml(path) or {}
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:  # say which file
+        raise ConfigError(f"{path}: {e}") from e
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -226,8 +327,9 @@ def coerce(value: Any, tp: Any, where: str) -> Any:
         inner = [a for a in args if a is not type(None)]
         return coerce(value, inner[0], where)
     if origin is tuple:
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, str):  # "1,2,4" as Optuna and MLflow hold it; "[a, b]" as typed
+            value = [v.strip() for v in value.strip().removeprefix("[").removesuffix("]")
+                     .split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             value = [value]
         return tuple(coerce(v, args[0], where) for v in value)
@@ -344,4 +446,4 @@ class RuntimeConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RuntimeConfig:
-        return from_dict(cls, load_yaml(path) or {})
+        return _from_file(cls, path)

@@ -37,12 +37,21 @@ import torch
 import torchaudio.functional as AF
 
 from satn.config import FeatureConfig
+from satn.errors import InputError
 
-KINDS = ("logmel", "spectrogram_segments")
 
-
-class FeatureError(ValueError):
+class FeatureError(InputError):
     """A waveform that cannot become features (too short, not 1-D, not finite)."""
+
+
+def _device(name: str | torch.device) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise FeatureError(f"unknown device {str(name)!r} (cpu, cuda or cuda:N)") from e
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FeatureError(f"device {str(name)!r} requested but CUDA is not available")
+    return device
 
 
 class FeatureExtractor:
@@ -66,17 +75,14 @@ class FeatureExtractor:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ):
-        if cfg.kind not in KINDS:
-            raise FeatureError(f"unknown feature kind {cfg.kind!r}; known: {', '.join(KINDS)}")
+        # the config checked its own values (kind, window, bands) when it was made
         self.cfg = cfg
-        self.device = torch.device(device)
+        self.device = _device(device)
         # compute precision; outputs are float32 either way. float64 is 2-3x slower on CPU
         # but matches librosa (which runs its FFT in float64) to ~2e-6 on every frame.
         self.dtype = dtype
         if cfg.kind == "logmel":
             self.n_fft, self.win, self.hop = cfg.n_fft, cfg.win_length, cfg.hop_length
-            if self.win > self.n_fft:
-                raise FeatureError(f"window {self.win} longer than n_fft {self.n_fft}")
             f_max = cfg.f_max if cfg.f_max is not None else cfg.sample_rate / 2
             fbank = slaney_mel_fbanks(
                 self.n_fft // 2 + 1, cfg.f_min, f_max, cfg.n_mels, cfg.sample_rate

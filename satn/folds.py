@@ -30,12 +30,13 @@ import numpy as np
 import pandas as pd
 
 from satn.config import FoldConfig
+from satn.errors import InputError
 
 SCHEMES = ("loso", "speaker_kfold", "heldout_speakers")
 DEV_SPEAKER_CHOICES = ("F", "M", "first", "second", "both")
 
 
-class FoldError(ValueError):
+class FoldError(InputError):
     """The metadata cannot be split as asked, or a fold leaks or misses utterances."""
 
 

@@ -51,6 +51,9 @@ def prepare_dataset(cfg: ExperimentConfig, runtime: RuntimeConfig, *, device: st
         Path(runtime.features_dir).resolve())
     info = build_dataset(load, cfg.features, out, corpus_tag=corpus_tag(cfg), device=device,
                          progress=progress)
+    if info.n_rows == 0:
+        raise ConfigError(f"no utterance of {cfg.data.root} gave features: all "
+                          f"{info.n_problems} input(s) failed, see {info.report_uri}")
     state = "cached, nothing to do" if info.cached else "written"
     echo(f"features: {info.n_rows} utterances at {info.uri} ({state}); "
          f"{info.n_problems} input problem(s) listed in {info.report_uri}")

@@ -196,13 +196,15 @@ def build_dataset(
     if _is_dir(fs, final):  # no manifest: the leftover of an interrupted move
         fs.delete_dir(final)
 
+    # before any work directory exists: a bad device or config leaves nothing behind
+    extractor = FeatureExtractor(cfg, device=device)
     partial = _join(root, f".partial-{name}")
     utts, dup_problems = _unique_sorted(load.utterances)
     shards = [utts[i : i + shard_size] for i in range(0, len(utts), shard_size)] or [[]]
     plan = {"key": key, "shard_size": shard_size, "n_shards": len(shards), "n_utts": len(utts)}
     if not _exists(fs, _join(partial, MANIFEST)):
         _prepare_partial(fs, partial, plan)
-        notes = _extract_shards(fs, partial, shards, cfg, device, batch_size, progress, name)
+        notes = _extract_shards(fs, partial, shards, extractor, batch_size, progress, name)
         problems = [*load.problems, *dup_problems]
         problems += [Problem(**p) for n in notes for p in n["problems"]]
         _write_report(fs, partial, problems)
@@ -258,8 +260,7 @@ def _extract_shards(
     fs: pafs.FileSystem,
     partial: str,
     shards: list[list[Utterance]],
-    cfg: FeatureConfig,
-    device: str,
+    extractor: FeatureExtractor,
     batch_size: int,
     progress: bool,
     name: str,
@@ -277,8 +278,8 @@ def _extract_shards(
             len(shards) - len(todo),
             len(shards),
         )
-    extractor = FeatureExtractor(cfg, device=device) if todo else None
-    min_samples = extractor.min_samples if extractor else 0
+    cfg = extractor.cfg
+    min_samples = extractor.min_samples
     total = sum(len(shards[k]) for k in todo)
     desc = f"features {name}"
     with tqdm(total=total, disable=not progress, unit="utt", desc=desc) as bar:

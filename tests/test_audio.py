@@ -103,7 +103,29 @@ def test_empty_audio(tmp_path):
 def test_zero_byte_file(tmp_path):
     path = tmp_path / "zero.flac"
     path.write_bytes(b"")
-    with pytest.raises(AudioError):
+    with pytest.raises(AudioError, match=r"empty file \(0 bytes\)"):
+        read_audio(path)
+
+
+def test_a_file_that_cannot_be_opened_says_why(tmp_path, monkeypatch):
+    path = tmp_path / "locked.wav"
+    sf.write(path, tone(1600), 16000)
+
+    def deny(*args, **kwargs):  # root reads any file, so the denial is simulated
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("builtins.open", deny)
+    with pytest.raises(AudioError, match=r"locked.wav: cannot open \(Permission denied\)"):
+        read_audio(path)
+
+
+def test_a_damaged_sample_rate_is_refused_before_resampling(tmp_path):
+    path = tmp_path / "rate.wav"
+    sf.write(path, tone(100), 16000)
+    raw = bytearray(path.read_bytes())
+    raw[24:28] = (1).to_bytes(4, "little")  # the WAV header's sample rate field
+    path.write_bytes(bytes(raw))
+    with pytest.raises(AudioError, match="implausible sample rate 1 Hz"):
         read_audio(path)
 
 

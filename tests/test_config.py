@@ -73,3 +73,45 @@ def test_runtime_configs_load(repo_root):
     cluster = RuntimeConfig.from_yaml(repo_root / "cluster" / "runtime.yaml")
     assert cluster.ray.address == "auto"
     assert cluster.resources.per_trial["gpu"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("overrides, match", [
+    ({"features.kind": "bogus"}, "features.kind must be one of logmel"),
+    ({"features.hop_ms": 0}, "features.hop_ms must give a hop of 1 sample or more"),
+    ({"features.win_ms": 100}, r"features.win_ms must give a window of 1 to n_fft=512"),
+    ({"features.n_mels": 0}, "features.n_mels must be at least 1"),
+    ({"features.delta_width": 4}, "features.delta_width must be odd"),
+    ({"features.f_max": 20000}, r"features.f_max must be in \(0, 8000\] Hz"),
+    ({"features.f_min": 5000, "features.f_max": 4000}, "features.f_min must be in"),
+    ({"train.device": "gpu"}, "train.device must be auto, cpu, cuda or cuda:N, not 'gpu'"),
+    ({"train.lr": 0}, "train.lr must be > 0"),
+    ({"train.epochs": 0}, "train.epochs must be at least 1"),
+    ({"model.dropout": 1.0}, r"model.dropout must be in \[0, 1\)"),
+    ({"model.dilations": "0,2"}, "model.dilations must be one or more positive"),
+    ({"model.channels": 30, "model.heads": 4}, "model.heads must divide model.channels=30"),
+    ({"data.classes": "neu"}, "data.classes must name two or more distinct classes"),
+    ({"data.protocol": "scripted"}, "data.protocol must be one of satn, full"),
+    ({"folds.k": 1}, "folds.k must be at least 2"),
+])
+def test_values_out_of_range_name_the_key_and_the_rule(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        ExperimentConfig().override(overrides)
+
+
+def test_every_bad_value_of_a_section_is_named_at_once():
+    with pytest.raises(ConfigError, match="train.epochs .*; train.lr "):
+        ExperimentConfig().override({"train.epochs": 0, "train.lr": -1})
+
+
+def test_a_bad_value_in_a_yaml_file_is_caught_on_load(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"features": {"n_mels": -3}}))
+    with pytest.raises(ConfigError, match=r"exp.yaml: features.n_mels must be at least 1"):
+        ExperimentConfig.from_yaml(path)
+
+
+def test_lists_typed_with_brackets_read_as_lists():
+    cfg = ExperimentConfig().override({"data.classes": "[neu, hap, sad, ang, sur]",
+                                       "model.dilations": "[1, 2, 4]"})
+    assert cfg.data.classes == ("neu", "hap", "sad", "ang", "sur")
+    assert cfg.model.dilations == (1, 2, 4)

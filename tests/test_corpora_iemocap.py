@@ -213,6 +213,22 @@ def test_missing_wav_is_reported_not_dropped(tmp_path):
     assert planned.wav is None
 
 
+def test_a_dialog_without_its_label_file_is_reported_not_dropped(tmp_path):
+    write_iemocap(tmp_path, SMALL_PLAN)
+    label_file = tmp_path / "Session1/dialog/EmoEvaluation/Ses01F_impro01.txt"
+    wavs = sorted((tmp_path / "Session1/sentences/wav/Ses01F_impro01").glob("*.wav"))
+    label_file.unlink()
+    load = load_iemocap(tmp_path)
+    assert [p.where for p in load.problems] == [str(label_file)]
+    assert load.problems[0].reason == (f"missing label file: the {len(wavs)} wav file(s) of "
+                                       f"dialog Ses01F_impro01 are left out")
+    assert not any(u.id.startswith("Ses01F_impro01_") for u in load.utterances)
+    # a scripted dialog is outside the satn protocol: its missing labels are no problem
+    script = next((tmp_path / "Session1/dialog/EmoEvaluation").glob("*script*.txt"))
+    script.unlink()
+    assert len(load_iemocap(tmp_path).problems) == 1
+
+
 def test_tree_without_audio_reports_every_used_utterance(tmp_path):
     written = write_iemocap(tmp_path, SMALL_PLAN, wavs=False)
     load = load_iemocap(tmp_path, protocol="full")

@@ -109,7 +109,7 @@ def test_load_corpus_dispatch_and_errors(tmp_path):
     m = write(tmp_path / "m.csv", ROWS, ",")
     cfg = DataConfig(corpus="manifest", root=str(m), classes=("neu", "hap"), label_map={})
     assert [u.id for u in load_corpus(cfg).utterances] == ["one", "two"]
-    with pytest.raises(ConfigError, match="unknown corpus 'timit'"):
+    with pytest.raises(ConfigError, match="data.corpus must be one of .*not 'timit'"):
         load_corpus(DataConfig(corpus="timit", root=str(tmp_path)))
     with pytest.raises(ConfigError, match="data.root is empty"):
         load_corpus(DataConfig(corpus="iemocap", root=""))
@@ -120,3 +120,30 @@ def test_load_corpus_dispatch_and_errors(tmp_path):
             load_corpus(DataConfig(corpus=corpus, root=str(m)))
     with pytest.raises(ConfigError, match="not a file"):
         load_corpus(DataConfig(corpus="manifest", root=str(tmp_path)))
+
+
+def test_a_manifest_that_is_not_utf8_names_the_file_and_the_fix(tmp_path):
+    audio(tmp_path, "a/one.wav")
+    m = tmp_path / "latin1.csv"
+    m.write_bytes("path,speaker,label,transcript\na/one.wav,s1,neu,café\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.csv: not UTF-8 text .*save the manifest as UTF-8"):
+        load_manifest(m)
+
+
+def test_audio_that_cannot_be_reached_is_a_problem_not_a_crash(tmp_path, monkeypatch):
+    audio(tmp_path, "a/one.wav", "locked/two.wav")
+    m = write(tmp_path / "m.csv", [["path", "speaker", "label"], ["a/one.wav", "s1", "neu"],
+                                   ["locked/two.wav", "s1", "hap"]], ",")
+    real_is_file = Path.is_file
+
+    def is_file(self):  # root enters any folder, so the denial is simulated
+        if self.parent.name == "locked":
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_is_file(self)
+
+    monkeypatch.setattr(Path, "is_file", is_file)
+    load = load_manifest(m, classes=("neu", "hap"))
+    assert [u.id for u in load.utterances] == ["one"]
+    assert [p.where for p in load.problems] == [f"{m}:3"]
+    assert "cannot reach audio file" in load.problems[0].reason
+    assert "Permission denied" in load.problems[0].reason

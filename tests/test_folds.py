@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from satn.config import FoldConfig
+from satn.config import ConfigError, FoldConfig
 from satn.folds import Fold, FoldError, check_fold, fold_by_name, make_folds
 
 LABELS = ("neu", "hap", "sad", "ang")
@@ -227,7 +227,7 @@ def test_metadata_without_session_or_with_gender_words() -> None:
 
 def test_bad_metadata_and_scheme() -> None:
     meta = iemocap_meta()
-    with pytest.raises(FoldError, match="unknown fold scheme"):
+    with pytest.raises(ConfigError, match="folds.scheme must be one of"):
         make_folds(meta, FoldConfig(scheme="random"))
     with pytest.raises(FoldError, match="duplicate"):
         make_folds(pd.concat([meta, meta.head(1)]), FoldConfig())

@@ -89,7 +89,7 @@ def test_registry_knows_tcn_self_and_rejects_unknown_names_and_shapes():
         build_model(ModelConfig(variant="nope"), (120,), 4)
     with pytest.raises(ConfigError, match="frames of one axis"):
         build_model(ModelConfig(), (32, 129), 4)
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ConfigError, match="model.heads must divide model.channels=30"):
         build_model(ModelConfig(channels=30, heads=4), (120,), 4)
 
 

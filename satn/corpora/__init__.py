@@ -62,10 +62,12 @@ def load_corpus(cfg: DataConfig) -> CorpusLoad:
     Raises :class:`ConfigError` for an unknown corpus, an empty ``root``, or a root
     that is missing or of the wrong kind (each loader names the path).
     """
-    loader = LOADERS.get(cfg.corpus)
-    if loader is None:
-        raise ConfigError(f"unknown corpus {cfg.corpus!r}; known: {sorted(LOADERS)}")
+    loader = LOADERS[cfg.corpus]  # DataConfig accepts only the corpora listed there
     if not cfg.root:
         what = "manifest file" if cfg.corpus == "manifest" else "corpus folder"
         raise ConfigError(f"data.root is empty: give the {cfg.corpus} {what}")
-    return loader(cfg)
+    try:
+        return loader(cfg)
+    except OSError as e:  # a folder of the corpus that cannot be listed or read
+        raise ConfigError(f"{cfg.corpus} corpus at {cfg.root}: cannot read "
+                          f"{e.filename or 'a file'} ({e.strerror or e})") from e

@@ -135,12 +135,29 @@ def load_iemocap(
             continue
         # Non-recursive: Categorical/, Attribute/, Self-evaluation/ hold per-rater files.
         # '._*' files are macOS resource forks found in some copies of the release.
+        labelled = set()
         for label_file in sorted(labels_dir.glob("*.txt")):
             if label_file.name.startswith(".") or dialog_kind(label_file.stem) not in kinds:
                 continue
+            labelled.add(label_file.stem)
             _load_dialog(label_file, session_dir, classes, label_map, corpus, seen, out)
+        _report_unlabelled_dialogs(session_dir, labelled, kinds, out)
     out.utterances.sort(key=lambda u: u.id)
     return out
+
+
+def _report_unlabelled_dialogs(session_dir: Path, labelled: set[str], kinds: tuple[str, ...],
+                               out: CorpusLoad) -> None:
+    """A dialog whose wav folder exists but whose label file does not: say so, once."""
+    wav_root = session_dir / "sentences" / "wav"
+    dialogs = sorted(p for p in wav_root.iterdir() if p.is_dir()) if wav_root.is_dir() else []
+    for d in dialogs:
+        if d.name in labelled or dialog_kind(d.name) not in kinds:
+            continue
+        n = sum(1 for f in d.iterdir() if f.suffix == ".wav" and not f.name.startswith("."))
+        label_file = session_dir / "dialog" / "EmoEvaluation" / f"{d.name}.txt"
+        out.problems.append(Problem(str(label_file), f"missing label file: the {n} wav file(s) "
+                                                     f"of dialog {d.name} are left out"))
 
 
 def _load_dialog(

@@ -46,9 +46,24 @@ def load_manifest(
     if not path.is_file():
         raise ConfigError(f"{corpus} manifest {path} is not a file")
     label_map = dict(label_map)
-    base = path.parent
     out = CorpusLoad()
     id_lines: dict[str, list[int]] = defaultdict(list)
+    try:
+        _read_rows(path, classes, label_map, corpus, out, id_lines)
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                          f"save the manifest as UTF-8") from e
+    dups = {uid: lines for uid, lines in id_lines.items() if len(lines) > 1}
+    if dups:
+        listed = "; ".join(f"{uid} (lines {', '.join(map(str, ls))})" for uid, ls in dups.items())
+        raise ConfigError(f"{path}: ids must be unique; repeated: {listed}")
+    return out
+
+
+def _read_rows(path: Path, classes: tuple[str, ...], label_map: dict[str, str], corpus: str,
+               out: CorpusLoad, id_lines: dict[str, list[int]]) -> None:
+    """Append the manifest's usable rows to ``out`` and its bad rows to ``out.problems``."""
+    base = path.parent
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh, delimiter=_delimiter(path, fh))
         if reader.fieldnames is None:
@@ -76,7 +91,13 @@ def load_manifest(
             if gender not in _GENDERS:
                 out.problems.append(Problem(where, f"unknown gender {values['gender']!r}"))
                 continue
-            if not audio.is_file():
+            try:
+                found = audio.is_file()
+            except OSError as e:  # e.g. a folder the user may not enter
+                out.problems.append(Problem(where, f"cannot reach audio file {audio} "
+                                                   f"({e.strerror or e})"))
+                continue
+            if not found:
                 out.problems.append(Problem(where, f"missing audio file {audio}"))
                 continue
             out.utterances.append(
@@ -92,11 +113,6 @@ def load_manifest(
                     corpus=corpus,
                 )
             )
-    dups = {uid: lines for uid, lines in id_lines.items() if len(lines) > 1}
-    if dups:
-        listed = "; ".join(f"{uid} (lines {', '.join(map(str, ls))})" for uid, ls in dups.items())
-        raise ConfigError(f"{path}: ids must be unique; repeated: {listed}")
-    return out
 
 
 def _delimiter(path: Path, fh) -> str:
