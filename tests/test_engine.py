@@ -115,3 +115,22 @@ def test_probes_are_class_balanced_and_fixed():
     probes = pick_probes(ids, labels, 3)
     assert sorted(labels[ids.index(p)] for p in probes) == [0, 1, 2]
     assert probes == pick_probes(list(reversed(ids)), list(reversed(labels)), 3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_a_gpu_and_padding_still_changes_nothing():
+    from satn.engine import evaluate
+
+    exp = Experiment(_cfg(**{"train.epochs": 3, "train.device": "cuda",
+                             "model.dropout": 0.2}), MemoryDataset(), folds=[1, 2],
+                     fold_workers=2)
+    result = exp.run()
+    assert result.test.ua_mean > 0.5
+    trainer = exp.trainers["fold1"]
+    assert next(trainer.model.parameters()).is_cuda
+    # batched (padded) and one-by-one evaluation agree up to TF32/cuDNN rounding
+    model, dev = trainer.best_model(), trainer.data.dev
+    batched = evaluate(model, dev, 16, torch.device("cuda")).scores
+    single = evaluate(model, dev, 1, torch.device("cuda")).scores
+    assert batched.ua == single.ua and np.array_equal(batched.confusion, single.confusion)

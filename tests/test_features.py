@@ -236,7 +236,12 @@ def test_as_channels_numpy_and_torch():
 def test_gpu_matches_cpu(kind):
     waves = [speechlike(s, seed=i) for i, s in enumerate([1.7, 0.4, 3.0])]
     cfg = FeatureConfig(kind=kind)
-    cpu = FeatureExtractor(cfg)(waves)
+    exact = FeatureExtractor(cfg, dtype=torch.float64)(waves)
     gpu = FeatureExtractor(cfg, device="cuda")(waves)
-    for a, b in zip(cpu, gpu, strict=True):
-        assert a.shape == b.shape and np.abs(a - b).max() < LOOSE
+    gpu64 = FeatureExtractor(cfg, device="cuda", dtype=torch.float64)(waves)
+    for ref, b, b64 in zip(exact, gpu, gpu64, strict=True):
+        assert ref.shape == b.shape == b64.shape
+        # in float64 the devices agree; float32 rounds quiet log-spectrum bins on either
+        # (segments, from float64: CPU 2.5e-3 with torch 2.14, H100 1.9e-3 with torch 2.11)
+        assert np.abs(b64 - ref).max() < TIGHT
+        assert np.abs(b - ref).max() < 5 * LOOSE
