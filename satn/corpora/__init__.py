@@ -59,8 +59,8 @@ LOADERS: Mapping[str, Callable[[DataConfig], CorpusLoad]] = MappingProxyType(
 def load_corpus(cfg: DataConfig) -> CorpusLoad:
     """The utterances (and problems) of the corpus that ``cfg`` names.
 
-    Raises :class:`ConfigError` for an unknown corpus, an empty ``root``, or a root
-    that is missing or of the wrong kind (each loader names the path).
+    Raises :class:`ConfigError` for an empty ``root``, a root that is missing or of
+    the wrong kind (each loader names the path), or a folder that cannot be read.
     """
     loader = LOADERS[cfg.corpus]  # DataConfig accepts only the corpora listed there
     if not cfg.root:
