@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from satn.batching import SequenceDataset, make_loader, set_epoch
 from satn.config import TrainConfig
+from satn.devices import resolve_device
 from satn.metrics import Scores, score
 from satn.models.dropout import use_generator
 
@@ -30,15 +31,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 @dataclass

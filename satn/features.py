@@ -37,21 +37,12 @@ import torch
 import torchaudio.functional as AF
 
 from satn.config import FeatureConfig
+from satn.devices import resolve_device
 from satn.errors import InputError
 
 
 class FeatureError(InputError):
     """A waveform that cannot become features (too short, not 1-D, not finite)."""
-
-
-def _device(name: str | torch.device) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise FeatureError(f"unknown device {str(name)!r} (cpu, cuda or cuda:N)") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FeatureError(f"device {str(name)!r} requested but CUDA is not available")
-    return device
 
 
 class FeatureExtractor:
@@ -77,7 +68,7 @@ class FeatureExtractor:
     ):
         # the config checked its own values (kind, window, bands) when it was made
         self.cfg = cfg
-        self.device = _device(device)
+        self.device = resolve_device(device)
         # compute precision; outputs are float32 either way. float64 is 2-3x slower on CPU
         # but matches librosa (which runs its FFT in float64) to ~2e-6 on every frame.
         self.dtype = dtype

@@ -17,7 +17,8 @@ import numpy as np
 
 from satn.batching import Normalizer, SequenceDataset
 from satn.config import ConfigError, ExperimentConfig
-from satn.engine import EpochStats, FoldData, FoldTrainer, resolve_device, seed_everything
+from satn.devices import resolve_device
+from satn.engine import EpochStats, FoldData, FoldTrainer, seed_everything
 from satn.folds import Fold, fold_by_name, make_folds
 from satn.metrics import Aggregate, Scores, aggregate
 from satn.models import build_model

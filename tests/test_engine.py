@@ -134,3 +134,16 @@ def test_trains_on_a_gpu_and_padding_still_changes_nothing():
     batched = evaluate(model, dev, 16, torch.device("cuda")).scores
     single = evaluate(model, dev, 1, torch.device("cuda")).scores
     assert batched.ua == single.ua and np.array_equal(batched.confusion, single.confusion)
+
+
+def test_device_names_resolve_or_say_what_is_wrong():
+    from satn.config import ConfigError
+    from satn.devices import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="'cuda:1' requested but CUDA is not available"):
+            resolve_device("cuda:1")
