@@ -44,9 +44,10 @@ def test_padding_content_is_ignored():
     assert torch.allclose(model(x, lengths).logits, model(noisy, lengths).logits, atol=1e-5)
 
 
-def test_causal_tcn_output_depends_only_on_the_past():
+@pytest.mark.parametrize("convs", [1, 2])
+def test_causal_tcn_output_depends_only_on_the_past(convs):
     torch.manual_seed(0)
-    tcn = TCN(8, 16, (1, 2, 4), causal=True).eval()
+    tcn = TCN(8, 16, (1, 2, 4), causal=True, convs_per_block=convs).eval()
     x, lengths = _batch([40], dim=8)
     y = tcn(x, lengths)
     x2 = x.clone()
@@ -59,6 +60,15 @@ def test_causal_tcn_output_depends_only_on_the_past():
 def test_receptive_field_matches_dilations():
     tcn = TCN(4, 8, (1, 2, 4, 8, 16), kernel_size=3)
     assert tcn.receptive_field == 1 + 2 * 2 * 31
+    one = TCN(4, 8, (1, 2, 4, 8, 16), kernel_size=3, convs_per_block=1)  # SATN's one-conv layers
+    assert one.receptive_field == 1 + 2 * 31
+    assert all(len(b.convs) == 1 for b in one.blocks)
+    # the receptive field is exact: an impulse at t=0 reaches frame 62, not 63
+    x = torch.zeros(1, 80, 4)
+    x[0, 0] = 1.0
+    base = one.eval()(torch.zeros(1, 80, 4), torch.tensor([80]))
+    moved = (one(x, torch.tensor([80])) - base).abs().sum(-1)[0]
+    assert moved[one.receptive_field - 1] > 0 and moved[one.receptive_field:].abs().max() == 0
 
 
 def test_attention_rows_are_distributions_over_real_frames():

@@ -1,7 +1,8 @@
 """Temporal convolutional network: dilated residual blocks over (x, lengths).
 
-After locuslab/TCN's ``TemporalBlock``: two weight-normed dilated convolutions,
-ReLU, dropout and a residual path. Outputs are zeroed past each sequence's
+After locuslab/TCN's ``TemporalBlock``: weight-normed dilated convolutions (two
+per block by default; one, as in SATN's "1D convolutional modules", with
+``convs_per_block=1``), ReLU, dropout and a residual path. Outputs are zeroed past each sequence's
 length after every convolution, so a padded batch gives each utterance exactly
 what it would get alone (in causal and non-causal mode).
 """
@@ -30,21 +31,26 @@ class _DilatedConv(nn.Module):
 
 
 class TemporalBlock(nn.Module):
-    """Two dilated convolutions with a residual connection."""
+    """One or more dilated convolutions (same dilation) with a residual connection."""
 
     def __init__(
-        self, c_in: int, c_out: int, kernel_size: int, dilation: int, dropout: float, causal: bool
+        self, c_in: int, c_out: int, kernel_size: int, dilation: int, dropout: float, causal: bool,
+        convs: int = 2,
     ):
         super().__init__()
-        self.conv1 = _DilatedConv(c_in, c_out, kernel_size, dilation, causal)
-        self.conv2 = _DilatedConv(c_out, c_out, kernel_size, dilation, causal)
+        if convs < 1:
+            raise ValueError(f"a temporal block needs at least one convolution, not {convs}")
+        self.convs = nn.ModuleList(
+            _DilatedConv(c_in if i == 0 else c_out, c_out, kernel_size, dilation, causal)
+            for i in range(convs))
         self.drop = Dropout(dropout)
         self.down = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         """x: (B, C_in, T), mask: (B, 1, T) float -> (B, C_out, T)."""
-        h = self.drop(torch.relu(self.conv1(x))) * mask
-        h = self.drop(torch.relu(self.conv2(h))) * mask
+        h = x
+        for conv in self.convs:
+            h = self.drop(torch.relu(conv(h))) * mask
         return torch.relu(h + self.down(x)) * mask
 
 
@@ -59,17 +65,18 @@ class TCN(nn.Module):
         kernel_size: int = 3,
         dropout: float = 0.2,
         causal: bool = True,
+        convs_per_block: int = 2,
     ):
         super().__init__()
         if not dilations:
             raise ValueError("a TCN needs at least one dilation")
         dims = [input_dim] + [channels] * len(dilations)
         self.blocks = nn.ModuleList(
-            TemporalBlock(dims[i], dims[i + 1], kernel_size, d, dropout, causal)
+            TemporalBlock(dims[i], dims[i + 1], kernel_size, d, dropout, causal, convs_per_block)
             for i, d in enumerate(dilations)
         )
         self.output_dim = channels
-        self.receptive_field = 1 + 2 * (kernel_size - 1) * sum(dilations)
+        self.receptive_field = 1 + convs_per_block * (kernel_size - 1) * sum(dilations)
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """x: (B, T, F), lengths: (B,) -> (B, T, channels), zero past each length."""
