@@ -15,6 +15,10 @@ import click
 from satn.config import CORPORA, ConfigError, ExperimentConfig, RuntimeConfig
 from satn.errors import InputError
 
+# satn-sweep's exit status: 0 every trial trained (or was stopped early by the scheduler),
+# 1 bad input or every trial failed, 3 some trials failed (the rest are logged and ranked).
+EXIT_TRIALS_FAILED = 3
+
 # ---------------------------------------------------------------- shared options
 
 
@@ -207,6 +211,9 @@ def train(config_path, corpus, root, protocol, sets, runtime_path, variant, fold
         from satn.tracking import MlflowObserver, default_tracking_uri, ensure_experiment, ui_hint
 
         uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+        if "{head_ip}" in uri:
+            raise ConfigError(f"mlflow.tracking_uri {uri}: {{head_ip}} is filled in by "
+                              f"satn-sweep on a cluster; pass --tracking-uri to satn train")
         exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
         tracker = MlflowObserver(uri, exp_id, run_name=f"train/{cfg.model.variant}",
                                  tags={"satn.entry": "satn train"})
@@ -238,10 +245,13 @@ def predict(audio, model_ref, fmt, tracking_uri, device) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(model_ref)
         if not path.is_file():
-            from satn.tracking import default_tracking_uri, find_checkpoint
+            from satn.tracking import default_tracking_uri, find_checkpoint, require_store
 
+            if path.suffix in (".pt", ".pth", ".ckpt") or "/" in model_ref or path.exists():
+                raise ConfigError(f"--model {model_ref}: no such checkpoint file")
+            uri = require_store(tracking_uri or default_tracking_uri())
             try:
-                path = find_checkpoint(tracking_uri or default_tracking_uri(), model_ref, tmp)
+                path = find_checkpoint(uri, model_ref, tmp)
             except Exception as e:
                 raise ConfigError(f"--model {model_ref!r} is neither a checkpoint file nor an "
                                   f"MLflow run with a checkpoint ({e})") from e
@@ -282,6 +292,44 @@ def variants() -> None:
         click.echo(name)
 
 
+@main.group()
+def runs() -> None:
+    """Look after the runs in an MLflow store."""
+
+
+@runs.command("repair")
+@click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--experiment", "experiments", multiple=True,
+              help="Only this experiment (repeatable; default: all).")
+@click.option("--older-than", type=float, default=None, metavar="HOURS",
+              help="Also take RUNNING runs written on other hosts that started longer ago.")
+@click.option("--dry-run", is_flag=True, help="List what would be marked; change nothing.")
+@friendly_errors
+def runs_repair(tracking_uri, experiments, older_than, dry_run) -> None:
+    """Mark KILLED the runs left RUNNING by a process that has ended (a killed sweep or train)."""
+    from satn.tracking import default_tracking_uri, repair_runs, require_store
+
+    uri = require_store(tracking_uri or default_tracking_uri())
+    orphans = repair_runs(uri, list(experiments) or None, older_than, dry_run=dry_run)
+    for o in orphans:
+        click.echo(f"{o.run_id}  {o.experiment}/{o.run_name}: {o.reason}")
+    verb = "would mark" if dry_run else "marked"
+    click.echo(f"{verb} {len(orphans)} run(s) KILLED in {uri}")
+
+
+@main.command("cluster-secrets")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Where to write (default: ~/.config/satn/cluster.env).")
+@click.option("--force", is_flag=True, help="Replace an existing file.")
+@friendly_errors
+def cluster_secrets(out, force) -> None:
+    """Write the MLflow credentials that `ray up cluster/ray_config.yaml` copies to every node."""
+    from satn.sweep import config_dir, write_cluster_secrets
+
+    path = write_cluster_secrets(Path(out) if out else config_dir() / "cluster.env", force=force)
+    click.echo(f"wrote {path} (0600); `ray up cluster/ray_config.yaml` copies it to every node")
+
+
 # ---------------------------------------------------------------- satn-sweep
 
 
@@ -317,8 +365,13 @@ def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, t
                f"metric {search.metric} ({search.mode})")
     result = run_sweep(cfg, search, runtime, info.uri, num_samples=trials, epochs=epochs,
                        name=name)
+    if result.repaired:
+        click.echo(f"marked {result.repaired} run(s) that ended processes had left RUNNING "
+                   f"(see `satn runs repair --dry-run`)")
     click.echo(f"\nsweep {result.name}: {result.n_trials} trial(s), "
                f"{result.n_stopped_early} stopped early, {result.n_errors} failed")
+    for trial, error in result.failed:
+        click.echo(f"  failed: {trial}: {error}")
     if result.best_metrics:
         m = result.best_metrics
         click.echo(f"best configuration (MLflow run {result.best_run_id}):")
@@ -331,3 +384,7 @@ def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, t
     click.echo(f"MLflow: {result.tracking_uri}\n  {ui_hint(result.tracking_uri)}")
     if result.n_errors == result.n_trials:
         raise click.ClickException("every trial failed; see the Ray Tune results above")
+    if result.n_errors:
+        # the other trials' results stand, but a script must not take this for a clean sweep
+        click.echo(f"{result.n_errors} of {result.n_trials} trial(s) failed", err=True)
+        sys.exit(EXIT_TRIALS_FAILED)

@@ -397,12 +397,42 @@ def short_hash(payload: Any, n: int = 12) -> str:
 # ---------------------------------------------------------------- runtime (ray_config.yaml)
 
 
+RAY_AUTH_MODES = ("token", "disabled")
+
+
 @dataclass(frozen=True)
 class RayConfig:
     address: str = "local"  # local: start Ray in-process; auto / ray://host:10001: a cluster
     num_cpus: int | None = None  # local only: CPUs Ray may use (None: all)
     num_gpus: int | None = None  # local only
-    node_ip: str = "127.0.0.1"  # local only: keep every Ray service on loopback
+    node_ip: str = "127.0.0.1"  # local only: every Ray service binds to this loopback address
+    # Ray's token authentication (RAY_AUTH_MODE). token: every Ray RPC and HTTP entry
+    # point needs the shared secret; a local sweep generates one (0600) in
+    # ~/.config/satn/ray_auth_token, a cluster reads the token its nodes were started with.
+    auth: str = "token"
+    token_path: str | None = None  # None: local ~/.config/satn/ray_auth_token; cluster: Ray's
+
+    def __post_init__(self) -> None:
+        _check("ray", {
+            "auth": _one_of(self.auth, RAY_AUTH_MODES),
+            # a local sweep is nobody else's business: refuse to bind Ray elsewhere
+            "node_ip": (self.address != "local" or _is_loopback(self.node_ip),
+                        f"must be a loopback address (127.0.0.1, ::1) for a local Ray, not "
+                        f"{self.node_ip!r}; use ray.address to join a cluster"),
+            "num_cpus": (self.num_cpus is None or self.num_cpus >= 1,
+                         f"must be at least 1 or null, not {self.num_cpus}"),
+            "num_gpus": (self.num_gpus is None or self.num_gpus >= 0,
+                         f"must be 0 or more, or null, not {self.num_gpus}"),
+        })
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -12,25 +12,21 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from satn.config import ExperimentConfig, RuntimeConfig
+from satn.config import ConfigError, ExperimentConfig, RuntimeConfig
+from satn.safenames import check_name
 from satn.space import SearchSpace
-
-# Keep Ray local and quiet unless the runtime config names a cluster.
-_RAY_ENV = {
-    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-    "RAY_AUTH_MODE": "disabled",
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-}
-
 
 # Set in a trial's last report once every fold has trained all its epochs.
 COMPLETED = "satn_completed"
+# A tracking URI may name the head node of a cluster, which only Ray knows.
+HEAD_IP = "{head_ip}"
 
 
 @dataclass(frozen=True)
@@ -44,16 +40,86 @@ class SweepResult:
     best_run_id: str | None
     tracking_uri: str
     storage_path: str
+    failed: tuple[tuple[str, str], ...] = ()  # (trial, first line of its error)
+    repaired: int = 0  # runs of ended processes marked before the sweep started
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def config_dir() -> Path:
+    """satn's folder in the user's configuration directory (XDG)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "satn"
+
+
+def ensure_token(path: Path) -> Path:
+    """A random Ray token at ``path`` that only the user can read (created if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if path.exists():
+        if path.stat().st_mode & 0o077:  # readable by others: a leaked secret is no secret
+            os.chmod(path, 0o600)
+        if not path.read_text().strip():
+            raise ConfigError(f"Ray token file {path} is empty; delete it and satn makes a new one")
+        return path
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return path
+
+
+def ray_environment(runtime: RuntimeConfig) -> dict[str, str]:
+    """The environment Ray must see, before it is imported, for ``runtime``.
+
+    Local: every Ray service on loopback (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``
+    makes Ray bind its GCS, raylet, object manager and workers to 127.0.0.1) and,
+    as a second wall, token authentication. Cluster: token authentication with the
+    token the nodes were started with (cluster/ray_config.yaml).
+    """
+    ray = runtime.ray
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true",
+           "RAY_AUTH_MODE": ray.auth}
+    local = ray.address == "local"
+    if local:
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    if ray.auth == "token":
+        if ray.token_path:
+            env["RAY_AUTH_TOKEN_PATH"] = str(Path(ray.token_path).expanduser())
+        elif local:
+            env["RAY_AUTH_TOKEN_PATH"] = str(config_dir() / "ray_auth_token")
+    return env
+
+
+def configure_ray(runtime: RuntimeConfig) -> dict[str, str]:
+    """Put :func:`ray_environment` into this process (and so into every Ray process it starts).
+
+    Ray reads these variables once, when it is imported; when something imported
+    it earlier in this process, the two values it cached are refreshed here.
+    """
+    env = ray_environment(runtime)
+    if runtime.ray.auth == "token":
+        if runtime.ray.address == "local":
+            ensure_token(Path(env["RAY_AUTH_TOKEN_PATH"]))
+        elif not os.environ.get("RAY_AUTH_TOKEN"):
+            token = Path(env.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token")
+            if not token.is_file():
+                raise ConfigError(f"ray.auth is token but the token file {token} does not "
+                                  f"exist; copy the cluster's token there (docs/cluster.md)")
+    os.environ.update(env)
+    if "ray" in sys.modules:
+        from ray._private import ray_constants
+        from ray._raylet import Config
+
+        ray_constants.ENABLE_RAY_CLUSTER = env.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0"
+        Config.initialize("")  # re-read RAY_AUTH_MODE and the token
+    return env
 
 
 def init_ray(runtime: RuntimeConfig) -> bool:
     """Start (local) or join (cluster) Ray; True when this call started it."""
+    configure_ray(runtime)
     import ray
 
     if ray.is_initialized():
         return False
-    for k, v in _RAY_ENV.items():
-        os.environ.setdefault(k, v)
     if runtime.ray.address == "local":
         ray.init(num_cpus=runtime.ray.num_cpus, num_gpus=runtime.ray.num_gpus,
                  _node_ip_address=runtime.ray.node_ip, include_dashboard=False,
@@ -61,6 +127,30 @@ def init_ray(runtime: RuntimeConfig) -> bool:
     else:
         ray.init(address=runtime.ray.address, log_to_driver=False)
     return True
+
+
+def write_cluster_secrets(path: Path, user: str = "satn", force: bool = False) -> Path:
+    """``cluster.env`` (0600): the MLflow basic-auth account that the cluster's server creates
+    and that every trial logs in with (cluster/start_mlflow.sh, cluster/ray_config.yaml)."""
+    if path.exists() and not force:
+        raise ConfigError(f"{path} exists; keep it (the running cluster uses it) or pass --force")
+    password = secrets.token_urlsafe(24)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"MLFLOW_AUTH_ADMIN_USERNAME={user}\nMLFLOW_AUTH_ADMIN_PASSWORD={password}\n"
+                f"MLFLOW_TRACKING_USERNAME={user}\nMLFLOW_TRACKING_PASSWORD={password}\n")
+    os.chmod(path, 0o600)  # O_TRUNC keeps an old file's mode
+    return path
+
+
+def resolve_tracking_uri(uri: str) -> str:
+    """Replace ``{head_ip}`` with this node's address as Ray sees it (the driver runs on the head)."""
+    if HEAD_IP not in uri:
+        return uri
+    import ray
+
+    return uri.replace(HEAD_IP, ray.util.get_node_ip_address())
 
 
 def param_space(space: SearchSpace) -> dict[str, Any]:
@@ -105,9 +195,9 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
             metrics: dict[str, Any] = experiment.epoch_summary(stats)
             if final is not None:
                 metrics.update(final.summary())
-                # not Tune's reserved "done": Tune sets that on every trial ASHA stops
-                metrics[COMPLETED] = True
             metrics = {k: float(v) for k, v in metrics.items() if _is_number(v)}
+            # not Tune's reserved "done": Tune sets that on every trial ASHA stops
+            metrics[COMPLETED] = float(final is not None)
             metrics["mlflow_run_id"] = tracker.parent_id
             # ASHA may stop the trial inside this call: MLflow has been written already
             tune.report(metrics)
@@ -123,47 +213,57 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
               dataset_uri: str, *, num_samples: int | None = None, epochs: int | None = None,
               name: str | None = None, verbose: int = 1) -> SweepResult:
     """Search ``space`` around ``cfg`` with Ray Tune + Optuna on the dataset at ``dataset_uri``."""
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
-    from satn.tracking import default_tracking_uri, ensure_experiment, mark_runs
+    from satn.tracking import (
+        default_tracking_uri,
+        ensure_experiment,
+        mark_runs,
+        mark_sweep_leftovers,
+        repair_runs,
+    )
 
     space.validate(cfg)
     cfg = cfg.override(space.fixed)
     if epochs is not None:
         cfg = cfg.override({"train.epochs": epochs})
     epochs = cfg.train.epochs
-    name = name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    tracking_uri = runtime.mlflow.tracking_uri or default_tracking_uri()
-    experiment_id = ensure_experiment(tracking_uri, runtime.mlflow.experiment)
+    name = check_name(name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}", "sweep name")
     storage = runtime.storage_path
     if "://" not in storage:  # Ray needs an absolute path (or a URI)
         storage = str(Path(storage).resolve())
+        check_writable(Path(storage), "ray storage_path")
+    tracking_uri = runtime.mlflow.tracking_uri or default_tracking_uri()
 
-    if space.algorithm == "optuna":
-        from optuna.samplers import TPESampler
-        from ray.tune.search.optuna import OptunaSearch
-
-        search_alg = OptunaSearch(metric=space.metric, mode=space.mode,
-                                  sampler=TPESampler(seed=space.seed))
-    else:
-        search_alg = None  # Ray's variant generator: grids x random samples
-    if space.scheduler.kind == "asha":
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
-                                  grace_period=min(space.scheduler.grace_period, epochs),
-                                  reduction_factor=space.scheduler.reduction_factor)
-    else:
-        scheduler = FIFOScheduler()
-
-    per_trial = runtime.resources.per_trial
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=cfg.to_dict(), dataset_uri=dataset_uri,
-                             tracking_uri=tracking_uri, experiment_id=experiment_id, sweep=name,
-                             fold_workers=runtime.resources.folds_in_parallel,
-                             threads=max(1, int(per_trial["cpu"]))),
-        per_trial)
-    started = init_ray(runtime)
+    started = init_ray(runtime)  # sets Ray's environment before anything imports it
     try:
+        from ray import tune
+        from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+        tracking_uri = resolve_tracking_uri(tracking_uri)
+        experiment_id = ensure_experiment(tracking_uri, runtime.mlflow.experiment)
+        # runs that a killed sweep or train left RUNNING on this machine
+        repaired = repair_runs(tracking_uri, [runtime.mlflow.experiment])
+        if space.algorithm == "optuna":
+            from optuna.samplers import TPESampler
+            from ray.tune.search.optuna import OptunaSearch
+
+            search_alg = OptunaSearch(metric=space.metric, mode=space.mode,
+                                      sampler=TPESampler(seed=space.seed))
+        else:
+            search_alg = None  # Ray's variant generator: grids x random samples
+        if space.scheduler.kind == "asha":
+            scheduler = ASHAScheduler(time_attr="training_iteration", max_t=epochs,
+                                      grace_period=min(space.scheduler.grace_period, epochs),
+                                      reduction_factor=space.scheduler.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
+
+        per_trial = runtime.resources.per_trial
+        trainable = tune.with_resources(
+            tune.with_parameters(run_trial, base=cfg.to_dict(), dataset_uri=dataset_uri,
+                                 tracking_uri=tracking_uri, experiment_id=experiment_id,
+                                 sweep=name, fold_workers=runtime.resources.folds_in_parallel,
+                                 threads=max(1, int(per_trial["cpu"]))),
+            per_trial)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(space),
@@ -173,20 +273,20 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
                 max_concurrent_trials=runtime.max_concurrent_trials),
             run_config=tune.RunConfig(name=name, storage_path=storage, verbose=verbose),
         )
-        results = tuner.fit()
+        results = list(tuner.fit())
     finally:
         if started:
             import ray
 
             ray.shutdown()
 
-    stopped, errors = 0, 0
+    stopped, failed = 0, []
     for r in results:
         metrics = r.metrics or {}
         run_id = metrics.get("mlflow_run_id")
         outcome = trial_outcome(metrics, r.error)
         if outcome == "error":
-            errors += 1
+            failed.append((trial_label(r), _first_line(r.error)))
             if run_id:
                 mark_runs(tracking_uri, run_id, "FAILED", {"satn.outcome": "error"})
         elif outcome == "stopped_early":
@@ -195,12 +295,15 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
                     "satn.outcome": "stopped_early",
                     "satn.stopped_at_epoch": str(metrics.get("training_iteration"))}):
                 stopped += 1
+    # the sweep is over: a run of it still RUNNING belongs to a trial that died before
+    # it could report (its worker crashed, or it raised before its first epoch ended)
+    mark_sweep_leftovers(tracking_uri, experiment_id, name)
+
     best_params: dict[str, Any] = {}
     best_metrics: dict[str, float] = {}
     best_run = None
-    ok = [r for r in results if r.error is None and r.metrics]
-    if ok:
-        best = results.get_best_result(space.metric, space.mode, scope="last")
+    best = best_completed(results, space.metric, space.mode)
+    if best is not None:
         best_params = dict(best.config)
         best_metrics = {k: v for k, v in best.metrics.items()
                         if _is_number(v) and (k.startswith(("dev_", "test_")) or k == space.metric)}
@@ -209,9 +312,48 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
             from satn.tracking import tag_run
 
             tag_run(tracking_uri, best_run, {"satn.best_of_sweep": name})
-    return SweepResult(name, len(results), stopped, errors, best_params, best_metrics, best_run,
-                       tracking_uri, str(Path(storage) / name) if "://" not in storage else
-                       f"{storage}/{name}")
+    return SweepResult(name, len(results), stopped, len(failed), best_params, best_metrics,
+                       best_run, tracking_uri,
+                       str(Path(storage) / name) if "://" not in storage else f"{storage}/{name}",
+                       failed=tuple(failed), repaired=len(repaired))
+
+
+def best_completed(results: list, metric: str, mode: str):
+    """The result with the best ``metric`` among trials that trained to the end.
+
+    A trial that raised, or that ASHA stopped, may report a high value at an early
+    epoch; it is not a configuration that was trained as the sweep asked.
+    """
+    done = [r for r in results
+            if trial_outcome(r.metrics or {}, r.error) == "completed" and _is_number(
+                (r.metrics or {}).get(metric))]
+    if not done:
+        return None
+    pick = max if mode == "max" else min
+    return pick(done, key=lambda r: r.metrics[metric])
+
+
+def trial_label(result) -> str:
+    """A trial's id as Tune names it (from its last report, else its folder)."""
+    metrics = result.metrics or {}
+    return str(metrics.get("trial_id") or Path(str(result.path)).name)
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Fail before any work when ``folder`` cannot be created or written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".satn-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot write to {folder}: {e.strerror or e}") from e
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error or "").strip().splitlines()
+    # Ray wraps the trial's exception: its last line is the one that says what went wrong
+    return (text[-1] if text else type(error).__name__)[:300]
 
 
 def trial_outcome(last_metrics: dict[str, Any], error: Exception | None) -> str:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,13 @@ import numpy as np
 import yaml
 
 from satn.engine import EpochStats
+from satn.errors import InputError
 from satn.plots import attention_png, confusion_png
 from satn.runner import Experiment, ExperimentResult
+from satn.safenames import safe_names, write_index
 
 DEFAULT_EXPERIMENT = "satn"
+WRITER_TAG = "satn.writer"  # host:pid:process start time of the process that writes a run
 
 
 def default_tracking_uri(workdir: str | Path | None = None) -> str:
@@ -47,19 +52,43 @@ def _client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+class TrackingError(InputError):
+    """The MLflow store cannot be reached or does not hold what was asked for."""
+
+
 def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
                       artifact_root: str | None = None) -> str:
     """The id of experiment ``name``, created (with its artifact root) if needed.
 
     Called once by the driver so that trial workers never race to create the
-    store's schema or the experiment.
+    store's schema or the experiment. An unreachable store is one clear error here,
+    before any trial starts.
     """
     client = _client(tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    root = artifact_root if artifact_root is not None else default_artifact_root(tracking_uri)
-    return client.create_experiment(name, artifact_location=root)
+    try:
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        root = artifact_root if artifact_root is not None else default_artifact_root(tracking_uri)
+        return client.create_experiment(name, artifact_location=root)
+    except Exception as e:  # MlflowException, connection errors, sqlite errors alike
+        raise TrackingError(f"MLflow store {tracking_uri} cannot be used: "
+                            f"{_first_line(e)}") from e
+
+
+def require_store(tracking_uri: str) -> str:
+    """``tracking_uri`` if it names a store that exists; reading must not create one."""
+    if tracking_uri.startswith("sqlite:///"):
+        path = Path(tracking_uri[len("sqlite:///"):])
+        if not path.is_file():
+            raise TrackingError(f"no MLflow store at {path} (pass --tracking-uri, or set "
+                                f"MLFLOW_TRACKING_URI)")
+    return tracking_uri
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:300] if lines else type(e).__name__
 
 
 def ui_hint(tracking_uri: str) -> str:
@@ -78,7 +107,8 @@ class MlflowObserver:
         self.client = _client(tracking_uri)
         self.experiment_id = experiment_id
         self.run_name = run_name
-        self.tags = dict(tags or {})
+        # which process writes these runs: `satn runs repair` knows them orphaned once it ends
+        self.tags = {WRITER_TAG: writer_id(), **(tags or {})}
         self.parent_id: str | None = None
         self.fold_runs: dict[str, str] = {}
 
@@ -177,9 +207,13 @@ class MlflowObserver:
             if best.attention:
                 att = tmp / "attention"
                 att.mkdir()
-                for uid, maps in best.attention.items():
-                    np.save(att / f"{uid}.npy", maps)
-                    attention_png(maps, att / f"{uid}.png", title=f"{uid} (epoch {best.epoch})")
+                # ids come from the corpus: file names must not (../../x, /abs, a/b)
+                names = safe_names(best.attention)
+                for safe, uid in names.items():
+                    maps = best.attention[uid]
+                    np.save(att / f"{safe}.npy", maps)
+                    attention_png(maps, att / f"{safe}.png", title=f"{uid} (epoch {best.epoch})")
+                write_index(att, names)
                 self.client.log_artifacts(run_id, str(att), "attention")
 
     def _finish(self, experiment: Experiment, result: ExperimentResult) -> None:
@@ -275,3 +309,96 @@ def tag_run(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
     client = _client(tracking_uri)
     for k, v in tags.items():
         client.set_tag(run_id, k, v)
+
+
+# ---------------------------------------------------------------- runs left RUNNING
+
+
+def writer_id(pid: int | None = None) -> str:
+    """``host:pid:start`` of a process: a pid alone is reused, its start time is not."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    return f"{socket.gethostname()}:{proc.pid}:{proc.create_time():.3f}"
+
+
+def writer_alive(writer: str) -> bool | None:
+    """True/False for a writer on this host; None when it ran elsewhere (cannot tell)."""
+    import psutil
+
+    host, _, rest = writer.partition(":")
+    pid, _, started = rest.partition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" == started
+    except psutil.NoSuchProcess:
+        return False
+
+
+@dataclass(frozen=True)
+class Orphan:
+    run_id: str
+    run_name: str
+    experiment: str
+    reason: str
+
+
+def find_orphans(tracking_uri: str, experiments: list[str] | None = None,
+                 older_than_hours: float | None = None) -> list[Orphan]:
+    """RUNNING runs whose writing process has ended.
+
+    On this host the writer's pid and start time tell for sure. A run written on
+    another host (a cluster worker) is only taken when ``older_than_hours`` is
+    given and it started longer ago than that.
+    """
+    import time
+
+    client = _client(tracking_uri)
+    exps = ([client.get_experiment_by_name(n) for n in experiments] if experiments
+            else client.search_experiments())
+    now = time.time() * 1000
+    out = []
+    for exp in [e for e in exps if e is not None]:
+        runs = client.search_runs([exp.experiment_id], "attributes.status = 'RUNNING'",
+                                  max_results=50000)
+        for run in runs:
+            writer = run.data.tags.get(WRITER_TAG)
+            alive = writer_alive(writer) if writer else None
+            if alive is False:
+                reason = f"the process that wrote it ({writer}) has ended"
+            elif alive is None and older_than_hours is not None and \
+                    now - run.info.start_time > older_than_hours * 3_600_000:
+                reason = (f"RUNNING for more than {older_than_hours:g} h and written "
+                          f"{'on ' + writer.partition(':')[0] if writer else 'by an unknown process'}")
+            else:
+                continue
+            out.append(Orphan(run.info.run_id, run.info.run_name or "", exp.name, reason))
+    return out
+
+
+def repair_runs(tracking_uri: str, experiments: list[str] | None = None,
+                older_than_hours: float | None = None, dry_run: bool = False) -> list[Orphan]:
+    """Mark orphaned runs (:func:`find_orphans`) KILLED, tagged with why."""
+    orphans = find_orphans(tracking_uri, experiments, older_than_hours)
+    if not dry_run:
+        client = _client(tracking_uri)
+        for o in orphans:
+            client.set_tag(o.run_id, "satn.outcome", "orphaned")
+            client.set_tag(o.run_id, "satn.reason", o.reason)
+            client.set_terminated(o.run_id, "KILLED")
+    return orphans
+
+
+def mark_sweep_leftovers(tracking_uri: str, experiment_id: str, sweep: str) -> int:
+    """After a sweep: its runs still RUNNING belong to trials that died; mark them FAILED."""
+    client = _client(tracking_uri)
+    runs = client.search_runs(
+        [experiment_id], f"tags.`satn.sweep` = '{sweep}' and attributes.status = 'RUNNING'",
+        max_results=50000)
+    for run in runs:
+        client.set_tag(run.info.run_id, "satn.outcome", "error")
+        client.set_tag(run.info.run_id, "satn.reason",
+                       "its trial ended before finishing the run (worker died or raised)")
+        client.set_terminated(run.info.run_id, "FAILED")
+    return len(runs)

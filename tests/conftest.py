@@ -1,15 +1,9 @@
-"""Shared test setup: keep every service on 127.0.0.1 and out of the user's home."""
+"""Shared test fixtures. No environment is prepared here: satn must set what Ray and
+MLflow need itself, the way a user's shell runs it (see tests/test_exposure.py)."""
 
-import os
 from pathlib import Path
 
 import pytest
-
-# Set before ray / mlflow are imported anywhere in the test session.
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
 

@@ -181,7 +181,8 @@ def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
             assert 0.0 <= f.data.metrics["best_test_ua"] <= 1.0
             arts = {a.path for a in client.list_artifacts(f.info.run_id)}
             assert {"checkpoint", "confusion", "attention"} <= arts
-            att = [a.path for a in client.list_artifacts(f.info.run_id, "attention")]
+            att = [a.path for a in client.list_artifacts(f.info.run_id, "attention")
+                   if not a.path.endswith("index.json")]
             probes = f.data.params["fold.probes"].split(",")
             assert sorted(att) == sorted([f"attention/{u}.{e}" for u in probes
                                           for e in ("npy", "png")])
