@@ -356,6 +356,10 @@ def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, t
     cfg = load_experiment(config_path, corpus, root, protocol, sets)
     search = load_space(space)
     search.validate(cfg)  # fail before any work
+    if name:
+        from satn.safenames import check_name
+
+        check_name(name, "sweep name")
     runtime = load_runtime(runtime_path)
     if tracking_uri:
         runtime = replace(runtime, mlflow=replace(runtime.mlflow, tracking_uri=tracking_uri))

@@ -195,6 +195,40 @@ def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
     assert len(best) == 1
 
 
+def test_a_sweep_with_failed_trials_names_them_and_exits_3(workspace):
+    from satn.tracking import WRITER_TAG, _client, ensure_experiment
+
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    # a run that an ended process left RUNNING: the next sweep on this store marks it
+    stale = _client(uri).create_run(ensure_experiment(uri, "e2e"), run_name="stale",
+                                    tags={WRITER_TAG: "x:1:1.0".replace("x", _hostname())})
+    space = workspace / "failing.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "failing", "metric": "dev_ua_best", "mode": "max", "num_samples": 1,
+        "algorithm": "random", "scheduler": {"kind": "fifo"},
+        # no machine here has a ninth GPU: that trial fails when it builds its folds
+        "params": {"train.device": {"grid": ["cpu", "cuda:8"]}}}))
+    res = _run(sweep_main, ["--space", space, *_common(workspace), "--epochs", 1,
+                            "--name", "failing-sweep"], check=False)
+    assert res.exit_code == 3, res.output
+    assert "2 trial(s), 0 stopped early, 1 failed" in res.output
+    failed = [ln for ln in res.output.splitlines() if ln.strip().startswith("failed: ")]
+    assert len(failed) == 1 and "cuda:8" in failed[0]
+    assert "best configuration" in res.output  # the good trial still counts
+    assert "marked 1 run(s) that ended processes had left RUNNING" in res.output
+    client = _client(uri)
+    assert client.get_run(stale.info.run_id).info.status == "KILLED"
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id], "tags.`satn.sweep` = 'failing-sweep'")
+    assert runs and "RUNNING" not in {r.info.status for r in runs}
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
 @pytest.mark.parametrize("args, message", [
     (["train", "--config", "/nonexistent.yaml"], "config file not found"),
     (["train", "--set", "model.heads"], "expected KEY=VALUE"),

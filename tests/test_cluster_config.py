@@ -36,3 +36,42 @@ def test_runtime_resources_fit_a_gpu_worker(repo_root):
     worker = _load(repo_root)["available_node_types"]["gpu_worker"]["resources"]
     trial = runtime.resources.per_trial
     assert trial["cpu"] <= worker["CPU"] and trial["gpu"] <= worker["GPU"]
+
+
+def test_cluster_exposes_nothing_but_ssh_and_authenticates_everything(repo_root):
+    cfg = _load(repo_root)
+    # one declared security group, no inbound rule beyond Ray's intra-group + SSH defaults
+    assert cfg["provider"]["security_group"] == {"GroupName": "satn-cluster", "IpPermissions": []}
+    head = "\n".join(cfg["head_start_ray_commands"])
+    worker = "\n".join(cfg["worker_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head and "0.0.0.0" not in head
+    for cmds in (head, worker):
+        assert "RAY_AUTH_MODE=token" in cmds
+    mounts = cfg["file_mounts"]
+    assert "/home/ubuntu/.ray/auth_token" in mounts  # the same token on every node
+    setup = "\n".join(cfg["head_setup_commands"] + cfg["setup_commands"])
+    assert "|| true" not in setup and "0.0.0.0" not in setup
+    script = (repo_root / "cluster" / "start_mlflow.sh").read_text()
+    assert "--app-name basic-auth" in script and "0.0.0.0" not in script
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD:?" in script  # no server without a password
+
+
+def test_trials_on_workers_reach_the_heads_mlflow_not_their_own(repo_root, monkeypatch):
+    from satn.config import RuntimeConfig
+    from satn.sweep import resolve_tracking_uri
+
+    runtime = RuntimeConfig.from_yaml(repo_root / "cluster" / "runtime.yaml")
+    uri = runtime.mlflow.tracking_uri
+    assert "127.0.0.1" not in uri and "localhost" not in uri and "{head_ip}" in uri
+    monkeypatch.setattr("ray.util.get_node_ip_address", lambda: "10.1.2.3")
+    assert resolve_tracking_uri(uri) == "http://10.1.2.3:5000"
+    assert runtime.ray.auth == "token"
+
+
+def test_mlflow_auth_settings_hold_no_secret_and_deny_by_default(repo_root):
+    import configparser
+
+    ini = configparser.ConfigParser()
+    ini.read(repo_root / "cluster" / "mlflow_auth.ini")
+    assert ini["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    assert "admin_password" not in ini["mlflow"]

@@ -8,12 +8,11 @@ import ipaddress
 import os
 import stat
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import psutil
 import yaml
+from userenv import bare_env, entry_point
 
 TINY = {
     "data": {"corpus": "demo", "demo_per_class": 2},
@@ -22,16 +21,6 @@ TINY = {
 }
 SPACE = {"name": "exposure", "metric": "dev_ua_best", "mode": "max", "num_samples": 1,
          "scheduler": {"kind": "fifo"}, "params": {"train.lr": {"loguniform": [1e-3, 5e-3]}}}
-
-
-def bare_env(home: Path) -> dict[str, str]:
-    """What a new user's login shell has: a PATH and a HOME, nothing satn-specific."""
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
-            "OMP_NUM_THREADS": "1"}
-
-
-def entry_point(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
 
 
 def listening(proc: psutil.Process) -> set[tuple[str, str, int]]:

@@ -1,7 +1,13 @@
 """Sweep pieces that need no Ray cluster (the full sweep runs in test_cli_e2e)."""
 
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from satn.config import ConfigError
 from satn.space import load_space
-from satn.sweep import COMPLETED, param_space, trial_outcome
+from satn.sweep import COMPLETED, best_completed, param_space, trial_outcome
 
 
 def test_a_trial_tune_stopped_is_not_taken_for_a_completed_one():
@@ -22,3 +28,23 @@ def test_param_space_maps_every_kind_to_a_tune_domain():
     assert isinstance(space["train.lr"], Float) and space["train.lr"].lower > 0
     grid = param_space(load_space("satn_grid"))
     assert any(isinstance(v, dict) and "grid_search" in v for v in grid.values())
+
+
+def _result(score, completed=True, error=None, name="t"):
+    metrics = {"dev_ua_best": score, COMPLETED: float(completed), "trial_id": name}
+    return SimpleNamespace(metrics=metrics, error=error, config={"id": name}, path=f"/r/{name}")
+
+
+def test_best_is_chosen_among_trials_that_trained_to_the_end():
+    results = [_result(0.61, name="ok"), _result(0.95, completed=False, name="asha"),
+               _result(0.99, error=RuntimeError("oom"), name="err"), _result(0.58, name="ok2")]
+    assert best_completed(results, "dev_ua_best", "max").config == {"id": "ok"}
+    assert best_completed(results, "dev_ua_best", "min").config == {"id": "ok2"}
+    assert best_completed(results[1:3], "dev_ua_best", "max") is None
+
+
+def test_a_space_with_nothing_to_search_is_refused(tmp_path):
+    path = tmp_path / "empty.yaml"
+    path.write_text(yaml.safe_dump({"name": "empty", "params": {}}))
+    with pytest.raises(ConfigError, match="params is empty"):
+        load_space(str(path))
