@@ -7,6 +7,7 @@
 set -euo pipefail
 set -a; . ~/.config/satn/cluster.env; set +a
 : "${MLFLOW_AUTH_ADMIN_PASSWORD:?cluster.env must set MLFLOW_AUTH_ADMIN_PASSWORD (satn cluster-secrets)}"
+: "${MLFLOW_FLASK_SERVER_SECRET_KEY:?cluster.env must set MLFLOW_FLASK_SERVER_SECRET_KEY (satn cluster-secrets)}"
 mkdir -p /shared/mlflow/artifacts
 host=$(hostname -I | awk '{print $1}')
 export MLFLOW_AUTH_CONFIG_PATH=~/satn/cluster/mlflow_auth.ini

@@ -139,7 +139,9 @@ def write_cluster_secrets(path: Path, user: str = "satn", force: bool = False) -
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(f"MLFLOW_AUTH_ADMIN_USERNAME={user}\nMLFLOW_AUTH_ADMIN_PASSWORD={password}\n"
-                f"MLFLOW_TRACKING_USERNAME={user}\nMLFLOW_TRACKING_PASSWORD={password}\n")
+                f"MLFLOW_TRACKING_USERNAME={user}\nMLFLOW_TRACKING_PASSWORD={password}\n"
+                # the server's CSRF key (MLflow's auth app refuses to start without one)
+                f"MLFLOW_FLASK_SERVER_SECRET_KEY={secrets.token_hex(32)}\n")
     os.chmod(path, 0o600)  # O_TRUNC keeps an old file's mode
     return path
 
