@@ -48,3 +48,19 @@ def test_a_space_with_nothing_to_search_is_refused(tmp_path):
     path.write_text(yaml.safe_dump({"name": "empty", "params": {}}))
     with pytest.raises(ConfigError, match="params is empty"):
         load_space(str(path))
+
+
+def test_an_unwritable_results_folder_stops_the_sweep_before_ray(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from satn.config import ExperimentConfig, RuntimeConfig
+    from satn.sweep import run_sweep
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    started = []
+    monkeypatch.setattr("satn.sweep.init_ray", lambda runtime: started.append(1))
+    runtime = replace(RuntimeConfig(), storage_path=str(blocker / "ray"))
+    with pytest.raises(ConfigError, match=r"ray storage_path: cannot write to .*a-file/ray"):
+        run_sweep(ExperimentConfig(), load_space("satn_tcn"), runtime, "unused")
+    assert not started and blocker.read_text() == "not a folder"
