@@ -340,11 +340,14 @@ def cluster_secrets(out, force) -> None:
 @click.option("--trials", type=int, default=None, help="Number of trials (default: the space's).")
 @click.option("--epochs", type=int, default=None, help="Epochs per fold (default: the space's).")
 @click.option("--name", default=None, help="Sweep name (default: SPACE-timestamp).")
+@click.option("--resume", is_flag=True,
+              help="Continue the sweep --name after its driver was killed (finished trials "
+                   "are kept, unfinished ones continue from their last epoch).")
 @click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
 @click.option("--device", default="cpu", show_default=True, help="Feature extraction device.")
 @friendly_errors
 def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, trials, epochs,
-               name, tracking_uri, device) -> None:
+               name, resume, tracking_uri, device) -> None:
     """Search a space of configurations with Ray Tune + Optuna, tracked in MLflow."""
     from dataclasses import replace
 
@@ -356,6 +359,8 @@ def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, t
     cfg = load_experiment(config_path, corpus, root, protocol, sets)
     search = load_space(space)
     search.validate(cfg)  # fail before any work
+    if resume and not name:
+        raise ConfigError("--resume needs --name: the sweep to continue")
     if name:
         from satn.safenames import check_name
 
@@ -368,7 +373,7 @@ def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, t
                f"{search.algorithm} search, {search.scheduler.kind} scheduler, "
                f"metric {search.metric} ({search.mode})")
     result = run_sweep(cfg, search, runtime, info.uri, num_samples=trials, epochs=epochs,
-                       name=name)
+                       name=name, resume=resume)
     if result.repaired:
         click.echo(f"marked {result.repaired} run(s) that ended processes had left RUNNING "
                    f"(see `satn runs repair --dry-run`)")

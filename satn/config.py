@@ -472,7 +472,10 @@ class RuntimeConfig:
     storage_path: str = "satn-runs/ray"
     features_dir: str = "satn-data/features"
     data_dir: str = "satn-data"  # the demo corpus is generated here
+    # None: Ray's resources decide for random/grid search; for Optuna, about a quarter of the
+    # trials at a time (at least 2), so that TPE proposes from results (satn/sweep.py)
     max_concurrent_trials: int | None = None
+    max_failures: int = 2  # a trial whose worker dies is retried this often, from its checkpoint
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RuntimeConfig:

@@ -181,6 +181,20 @@ class FoldTrainer:
         self.history.append(stats)
         return stats
 
+    def state(self) -> dict:
+        """Everything needed to continue this fold where it stands (a trial checkpoint)."""
+        return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                "opt": self.opt.state_dict(), "epoch": self.epoch, "best": self.best,
+                "history": list(self.history), "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict) -> None:
+        """Continue from :meth:`state`: the next ``step()`` trains epoch ``state["epoch"] + 1``."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.epoch, self.best = state["epoch"], state["best"]
+        self.history = list(state["history"])
+        self.generator.set_state(state["generator"])
+
     def best_model(self) -> nn.Module:
         """A copy of the model holding the best epoch's weights (eval mode)."""
         if self.best is None:

@@ -173,11 +173,25 @@ class Experiment:
         return ExperimentResult(self.classes, tuple(folds), aggregate([f.dev for f in folds]),
                                 aggregate([f.test for f in folds]), seconds)
 
+    def state(self) -> dict[str, dict]:
+        """Every fold trainer's state, by fold name (see ``FoldTrainer.state``)."""
+        return {name: t.state() for name, t in self.trainers.items()}
+
+    def load_state(self, state: dict[str, dict]) -> None:
+        """Continue every fold from ``state`` (a checkpoint of this same configuration)."""
+        if set(state) != set(self.trainers):
+            raise ValueError(f"checkpoint folds {sorted(state)} are not this experiment's "
+                             f"{sorted(self.trainers)}")
+        for name, fold_state in state.items():
+            self.trainers[name].load_state(fold_state)
+
     def run(self, observers: Sequence[Observer] = ()) -> ExperimentResult:
         start = time.perf_counter()
         for obs in observers:
             obs.on_start(self)
-        epoch, result = 0, None
+        # a restored experiment continues from the epoch its folds reached
+        epoch = max((t.epoch for t in self.trainers.values()), default=0)
+        result = None
         with ThreadPoolExecutor(self.fold_workers) as pool:
             while result is None:
                 active = {n: t for n, t in self.trainers.items() if not t.finished}

@@ -11,9 +11,11 @@ trials that were stopped early or failed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from satn.space import SearchSpace
 
 # Set in a trial's last report once every fold has trained all its epochs.
 COMPLETED = "satn_completed"
+TRIAL_STATE = "trial_state.pt"  # a trial checkpoint's one file
 # A tracking URI may name the head node of a cluster, which only Ray knows.
 HEAD_IP = "{head_ip}"
 
@@ -188,6 +191,12 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
     tracker = MlflowObserver(tracking_uri, experiment_id, run_name=f"{sweep}/{trial}", tags={
         "satn.sweep": sweep, "satn.trial": ctx.get_trial_id() or trial,
         "satn.search_params": json.dumps(params, sort_keys=True, default=str)})
+    restored = tune.get_checkpoint()
+    if restored is not None:  # a resumed sweep, or a retry after this trial's worker died
+        with restored.as_directory() as folder:
+            state = torch.load(Path(folder) / TRIAL_STATE, weights_only=False)
+        experiment.load_state(state["folds"])
+        tracker.resume(state["mlflow_parent"], state["mlflow_folds"])
 
     class Report:
         def on_start(self, experiment: Experiment) -> None:
@@ -201,8 +210,13 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
             # not Tune's reserved "done": Tune sets that on every trial ASHA stops
             metrics[COMPLETED] = float(final is not None)
             metrics["mlflow_run_id"] = tracker.parent_id
-            # ASHA may stop the trial inside this call: MLflow has been written already
-            tune.report(metrics)
+            with tempfile.TemporaryDirectory() as folder:
+                # every fold's weights, optimiser, epoch and best so far: a restored or
+                # retried trial continues from here, in the same MLflow runs
+                torch.save({"folds": experiment.state(), "mlflow_parent": tracker.parent_id,
+                            "mlflow_folds": tracker.fold_runs}, Path(folder) / TRIAL_STATE)
+                # ASHA may stop the trial inside this call: MLflow has been written already
+                tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
         experiment.run([tracker, Report()])
@@ -213,8 +227,13 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
 
 def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
               dataset_uri: str, *, num_samples: int | None = None, epochs: int | None = None,
-              name: str | None = None, verbose: int = 1) -> SweepResult:
-    """Search ``space`` around ``cfg`` with Ray Tune + Optuna on the dataset at ``dataset_uri``."""
+              name: str | None = None, verbose: int = 1, resume: bool = False) -> SweepResult:
+    """Search ``space`` around ``cfg`` with Ray Tune + Optuna on the dataset at ``dataset_uri``.
+
+    ``resume`` continues the sweep ``name`` after its driver was killed: Tune restores
+    the experiment (finished trials stay finished, unfinished ones continue from
+    their last epoch's checkpoint) and Optuna its study.
+    """
     from satn.tracking import (
         default_tracking_uri,
         ensure_experiment,
@@ -233,7 +252,9 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
     if "://" not in storage:  # Ray needs an absolute path (or a URI)
         storage = str(Path(storage).resolve())
         check_writable(Path(storage), "ray storage_path")
+    experiment_path = f"{storage}/{name}"
     tracking_uri = runtime.mlflow.tracking_uri or default_tracking_uri()
+    n_samples = num_samples or space.num_samples
 
     started = init_ray(runtime)  # sets Ray's environment before anything imports it
     try:
@@ -244,12 +265,17 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
         experiment_id = ensure_experiment(tracking_uri, runtime.mlflow.experiment)
         # runs that a killed sweep or train left RUNNING on this machine
         repaired = repair_runs(tracking_uri, [runtime.mlflow.experiment])
+        if resume and not tune.Tuner.can_restore(experiment_path):
+            raise ConfigError(f"--resume: no sweep {name!r} to continue at {experiment_path}")
+        if not resume and "://" not in storage and Path(experiment_path).exists():
+            raise ConfigError(f"sweep {name!r} exists at {experiment_path}: continue it with "
+                              f"--resume, or choose another --name")
+        max_concurrent = concurrency(space, n_samples, runtime.max_concurrent_trials)
         if space.algorithm == "optuna":
-            from optuna.samplers import TPESampler
-            from ray.tune.search.optuna import OptunaSearch
+            from ray.tune.search import ConcurrencyLimiter
 
-            search_alg = OptunaSearch(metric=space.metric, mode=space.mode,
-                                      sampler=TPESampler(seed=space.seed))
+            search_alg = ConcurrencyLimiter(optuna_search(space, experiment_path, name),
+                                            max_concurrent=max_concurrent)
         else:
             search_alg = None  # Ray's variant generator: grids x random samples
         if space.scheduler.kind == "asha":
@@ -266,15 +292,23 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
                                  sweep=name, fold_workers=runtime.resources.folds_in_parallel,
                                  threads=max(1, int(per_trial["cpu"]))),
             per_trial)
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space(space),
-            tune_config=tune.TuneConfig(
-                metric=space.metric, mode=space.mode, search_alg=search_alg,
-                scheduler=scheduler, num_samples=num_samples or space.num_samples,
-                max_concurrent_trials=runtime.max_concurrent_trials),
-            run_config=tune.RunConfig(name=name, storage_path=storage, verbose=verbose),
-        )
+        if resume:
+            # the searcher, scheduler and trials come back from the experiment's own state
+            tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space(space),
+                tune_config=tune.TuneConfig(
+                    metric=space.metric, mode=space.mode, search_alg=search_alg,
+                    scheduler=scheduler, num_samples=n_samples,
+                    max_concurrent_trials=None if search_alg else max_concurrent),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=storage, verbose=verbose,
+                    failure_config=tune.FailureConfig(max_failures=runtime.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+            )
         results = list(tuner.fit())
     finally:
         if started:
@@ -318,6 +352,37 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
                        best_run, tracking_uri,
                        str(Path(storage) / name) if "://" not in storage else f"{storage}/{name}",
                        failed=tuple(failed), repaired=len(repaired))
+
+
+def concurrency(space: SearchSpace, n_samples: int, configured: int | None) -> int | None:
+    """How many trials may run at once.
+
+    TPE proposes from finished trials: with 16 free slots and 20 trials, 16 would
+    start before any result exists and the search would be mostly random. Unless
+    ``max_concurrent_trials`` says otherwise, an Optuna search runs about a quarter
+    of its trials at a time (at least 2); Optuna's constant liar keeps the pending
+    ones from being proposed twice. Random and grid search need no limit (None).
+    """
+    if configured is not None:
+        return configured
+    if space.algorithm != "optuna":
+        return None
+    return max(2, math.ceil(n_samples / 4))
+
+
+def optuna_search(space: SearchSpace, experiment_path: str, name: str):
+    """Seeded TPE with constant liar; the study persists beside the Tune experiment."""
+    from optuna.samplers import TPESampler
+    from ray.tune.search.optuna import OptunaSearch
+
+    storage = None
+    if "://" not in experiment_path:  # a local or mounted folder: an RDB file beside it
+        from optuna.storages import RDBStorage
+
+        Path(experiment_path).mkdir(parents=True, exist_ok=True)
+        storage = RDBStorage(f"sqlite:///{experiment_path}/optuna.db")
+    return OptunaSearch(metric=space.metric, mode=space.mode, study_name=name, storage=storage,
+                        sampler=TPESampler(seed=space.seed, constant_liar=True))
 
 
 def best_completed(results: list, metric: str, mode: str):

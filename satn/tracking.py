@@ -112,8 +112,26 @@ class MlflowObserver:
         self.parent_id: str | None = None
         self.fold_runs: dict[str, str] = {}
 
+    def resume(self, parent_id: str, fold_runs: dict[str, str]) -> None:
+        """Continue logging into the runs of an earlier attempt of the same trial.
+
+        A killed sweep's runs were marked KILLED (``repair_runs``); they are
+        RUNNING again while the restored trial trains, so each fold stays one run.
+        """
+        self.parent_id, self.fold_runs = parent_id, dict(fold_runs)
+        for run_id in [parent_id, *fold_runs.values()]:
+            tags = self.client.get_run(run_id).data.tags
+            for key in ("satn.outcome", "satn.reason"):  # what repair said of the kill
+                if key in tags:
+                    self.client.delete_tag(run_id, key)
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, WRITER_TAG, self.tags[WRITER_TAG])
+            self.client.set_tag(run_id, "satn.resumed", str(int(tags.get("satn.resumed", 0)) + 1))
+
     # ------------------------------------------------------------ observer hooks
     def on_start(self, experiment: Experiment) -> None:
+        if self.parent_id is not None:  # resumed: the runs exist
+            return
         cfg = experiment.cfg
         manifest = experiment.dataset_manifest
         tags = {
