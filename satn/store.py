@@ -70,6 +70,7 @@ REPORT_CSV = "report.csv"
 DATA = "data"
 _PROGRESS = "progress"  # in .partial-* only: one note per finished shard
 _PLAN = "plan.json"  # in .partial-* only: how the shards were cut
+BATCH_SECONDS = 320  # padded audio per feature batch (16 utterances of 20 s)
 
 META_COLUMNS = (
     "id",
@@ -344,13 +345,22 @@ def _featurise(
 ) -> tuple[list[Utterance], list[np.ndarray]]:
     """Features of one shard, batched by length; what the extractor rejects joins ``problems``.
 
-    Batches hold waves of similar length (little padding); results come back in
+    Batches hold waves of similar length (little padding), at most ``batch_size``
+    of them and at most BATCH_SECONDS of padded audio, so a long recording goes
+    alone instead of padding its neighbours to its length; results come back in
     the order of ``utts``.
     """
     order = sorted(range(len(waves)), key=lambda i: (waves[i].shape[0], i))
+    budget = BATCH_SECONDS * extractor.cfg.sample_rate
+    batches: list[list[int]] = []
+    for i in order:  # ascending lengths: the newest wave is the batch's longest
+        if batches and len(batches[-1]) < batch_size \
+                and (len(batches[-1]) + 1) * waves[i].shape[0] <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
     feats: dict[int, np.ndarray] = {}
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    for chunk in batches:
         try:
             feats.update(zip(chunk, extractor([waves[i] for i in chunk]), strict=True))
         except FeatureError:  # find the culprit(s) one by one; the rest of the batch is fine
