@@ -56,6 +56,7 @@ import satn
 from satn.audio import AudioError, read_audio
 from satn.config import FeatureConfig, to_dict
 from satn.corpora.base import CorpusLoad, Problem, Utterance
+from satn.errors import InputError
 from satn.features import FeatureError, FeatureExtractor, frame_shape
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,11 @@ META_COLUMNS = (
 
 class DatasetError(FileNotFoundError):
     """A feature dataset that is missing or incomplete."""
+
+
+class StoreError(InputError):
+    """The features folder cannot take the dataset: a full disk, no permission to write,
+    a path through a file. Other datasets in the folder are untouched."""
 
 
 @dataclass(frozen=True)
@@ -168,6 +174,8 @@ def build_dataset(
     frame) are skipped and reported, with the loader's own problems, in
     ``report.json`` / ``report.csv``; they never stop the build. Other errors
     (an interruption, a full disk) stop it; a rerun keeps the finished shards.
+    A store that cannot be written (full disk, no permission) raises
+    :class:`StoreError`: half-written files are removed, finished shards kept.
 
     Args:
         out: a local folder or URI (``file://``, ``s3://``, ``gs://``) holding datasets.
@@ -180,10 +188,23 @@ def build_dataset(
     fs, root = _resolve(out, filesystem)
     key = dataset_key(load, cfg)
     name = dataset_name(corpus_tag, cfg, key)
-    final = _join(root, name)
     uri = _join_uri(out, name, filesystem)
     report_uri = _join_uri(uri, REPORT_JSON, None)
+    partial = _join(root, f".partial-{name}")
+    try:
+        return _build(load, cfg, fs, root, name, key, uri, report_uri, partial, device,
+                      batch_size, shard_size, progress, corpus_tag)
+    except DatasetError:
+        raise
+    except OSError as e:  # audio errors became problems; this is the store itself
+        raise StoreError(f"cannot write features to {out}: {_os_reason(e)}"
+                         f"{_after_failure(fs, partial)}") from e
 
+
+def _build(load, cfg, fs, root, name, key, uri, report_uri, partial, device, batch_size,
+           shard_size, progress, corpus_tag) -> DatasetInfo:
+    """The body of :func:`build_dataset` from the cache check on (its I/O may raise OSError)."""
+    final = _join(root, name)
     if _exists(fs, _join(final, MANIFEST)):
         manifest = _read_json(fs, _join(final, MANIFEST))
         report = _join(final, REPORT_JSON)
@@ -199,7 +220,7 @@ def build_dataset(
 
     # before any work directory exists: a bad device or config leaves nothing behind
     extractor = FeatureExtractor(cfg, device=device)
-    partial = _join(root, f".partial-{name}")
+
     utts, dup_problems = _unique_sorted(load.utterances)
     shards = [utts[i : i + shard_size] for i in range(0, len(utts), shard_size)] or [[]]
     plan = {"key": key, "shard_size": shard_size, "n_shards": len(shards), "n_utts": len(utts)}
@@ -227,6 +248,31 @@ def build_dataset(
             "features: %d input(s) left out, see %s: %s%s", len(problems), report_uri, shown, more
         )
     return DatasetInfo(uri, key, n_rows, len(problems), False, report_uri, tuple(problems))
+
+
+def _os_reason(e: OSError) -> str:
+    """One line: the system's words and the file (pyarrow puts both in its message)."""
+    if e.strerror:
+        return f"{e.strerror} ({e.filename})" if e.filename else e.strerror
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _after_failure(fs: pafs.FileSystem, partial: str) -> str:
+    """Clean up after a failed write: a note of what is kept for a rerun, or ''."""
+    try:
+        if not _is_dir(fs, partial):
+            return ""
+        progress = _join(partial, _PROGRESS)
+        done = list(_files(fs, progress)) if _is_dir(fs, progress) else []
+        if not done:
+            fs.delete_dir(partial)  # nothing worth keeping
+            return ""
+        for path in _files(fs, partial):  # half-written files hold space and nothing else
+            if posixpath.basename(path).startswith(".tmp-"):
+                fs.delete_file(path)
+        return f"; {len(done)} finished shard(s) kept in {partial}, a rerun resumes"
+    except OSError:
+        return ""
 
 
 def _unique_sorted(utts: Sequence[Utterance]) -> tuple[list[Utterance], list[Problem]]:
