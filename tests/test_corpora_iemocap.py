@@ -371,3 +371,11 @@ def test_unknown_labels_are_counted_and_a_problem_once(tmp_path):
     assert p.where.endswith("Ses01F_impro01.txt:2") and "unknown label 'zzz'" in p.reason
     assert load.summary().endswith("; 1 rows with labels not in the protocol: fru 1"
                                    "; 2 rows with unknown labels: zzz 2")
+
+
+def test_a_label_line_behind_a_damaged_byte_is_a_problem_not_lost(tmp_path):
+    _one_dialog(tmp_path, b"% header\n\xff" + LINE.encode() + b"\n")
+    load = load_iemocap(tmp_path)
+    assert load.utterances == []  # was: no utterance and no problem
+    (p,) = load.problems
+    assert p.where.endswith("Ses01F_impro01.txt:2") and "stray characters" in p.reason

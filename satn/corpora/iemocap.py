@@ -71,7 +71,8 @@ def parse_emo_evaluation(text: str, where: str) -> tuple[list[LabelLine], list[P
     """Label lines of one EmoEvaluation file, and a problem per malformed one.
 
     Only lines starting with ``[`` are label lines; ``%`` headers, evaluator lines
-    (``C-E2:``, ``A-E4:``) and blank lines are ignored. ``where`` names the file in
+    (``C-E2:``, ``A-E4:``) and blank lines are ignored, but a label line behind stray
+    characters (a damaged byte) is a problem, not lost. ``where`` names the file in
     problems, which read ``<where>:<line>``.
     """
     labels: list[LabelLine] = []
@@ -79,6 +80,9 @@ def parse_emo_evaluation(text: str, where: str) -> tuple[list[LabelLine], list[P
     for n, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line.startswith("["):
+            if _LABEL_LINE.search(line):
+                problems.append(Problem(f"{where}:{n}", f"stray characters before a label "
+                                                        f"line: {line!r}"))
             continue
         m = _LABEL_LINE.fullmatch(line)
         if m is None:
