@@ -275,12 +275,24 @@ def _after_failure(fs: pafs.FileSystem, partial: str) -> str:
         return ""
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # os.listdir's stand-ins for undecodable bytes
+        return False
+    return True
+
+
 def _unique_sorted(utts: Sequence[Utterance]) -> tuple[list[Utterance], list[Problem]]:
-    """Utterances sorted by id (the shard order), the second of a repeated id dropped."""
+    """Utterances sorted by id (the shard order), the second of a repeated id dropped, and
+    those whose text Parquet cannot hold (a file name with a byte that is no UTF-8)."""
     kept: dict[str, Utterance] = {}
     problems = []
     for u in sorted(utts, key=lambda u: (u.id, u.path)):
-        if u.id in kept:
+        bad = [f for f in META_COLUMNS if isinstance(v := getattr(u, f), str) and not _utf8(v)]
+        if bad:
+            problems.append(Problem(u.path, f"{', '.join(bad)} not UTF-8 text (rename the file)"))
+        elif u.id in kept:
             problems.append(
                 Problem(u.path, f"duplicate utterance id {u.id!r} (kept {kept[u.id].path})")
             )
@@ -488,7 +500,8 @@ def _write_report(fs: pafs.FileSystem, partial: str, problems: list[Problem]) ->
     writer = csv.DictWriter(text, fieldnames=["where", "reason"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_bytes(fs, _join(partial, REPORT_CSV), text.getvalue().encode())
+    # a file name with a byte that is no UTF-8 is written as \xNN, not a crash
+    _write_bytes(fs, _join(partial, REPORT_CSV), text.getvalue().encode(errors="backslashreplace"))
 
 
 def _manifest(

@@ -5,6 +5,7 @@ problem naming the file and why; never a crash, and the other files still go thr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -194,3 +195,24 @@ def test_a_30_minute_48k_stereo_file_reads_and_extracts_with_flat_memory(tmp_pat
     assert read_mb < 1.5 * output_mb, read_mb
     # features: the wave, its padded copy and ~5 copies of (180k x 120) float32 (86 MB)
     assert total_mb < 7 * output_mb, total_mb
+
+
+def test_a_file_name_that_is_no_utf8_is_a_problem_not_a_crash(tmp_path):
+    good = tmp_path / "good.wav"
+    sf.write(good, tone(16000), 16000)
+    odd_dir = os.fsdecode(bytes(tmp_path) + b"/d\xe9")  # Latin-1 e-acute: no UTF-8
+    os.mkdir(odd_dir)
+    odd = os.path.join(odd_dir, "a.wav")
+    Path(odd).write_bytes(good.read_bytes())
+    from satn.corpora.base import Problem
+
+    load = CorpusLoad([Utterance("a", odd, "s", "1", "neu"), Utterance("b", str(good), "s", "1",
+                                                                      "neu")],
+                      [Problem(os.fsdecode(b"/c/03-01-\xff.wav"), "name is not MM-...")])
+    info = build_dataset(load, FeatureConfig(), str(tmp_path / "store"), corpus_tag="u",
+                         progress=False)  # was: UnicodeEncodeError writing Parquet / report.csv
+    assert info.n_rows == 1 and open_dataset(info.uri).meta["id"].tolist() == ["b"]
+    assert [p.where for p in info.problems] == [os.fsdecode(b"/c/03-01-\xff.wav"), odd]
+    assert "not UTF-8 text" in info.problems[1].reason
+    csv_text = (Path(info.uri) / "report.csv").read_text()
+    assert "\\udce9" in csv_text and "\\udcff" in csv_text
