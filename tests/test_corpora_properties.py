@@ -38,7 +38,9 @@ SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=N
 CLASSES = ("neu", "hap", "sad", "ang")
 LABEL_MAP = {"exc": "hap"}
 ENDINGS = st.sampled_from(["\n", "\r\n", "\r"])
-ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "utf-16"])  # "utf-16" writes a BOM
+# "utf-16" writes a BOM; "bad-byte" is UTF-8 with a byte no UTF-8 has (0xff) for the é
+# of an evaluator line; Latin-1 writes that é as 0xe9, also no UTF-8
+ENCODINGS = st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1", "bad-byte"])
 # labels the release has, and ones nobody has (typos, other corpora's names)
 RAW_LABELS = st.sampled_from([*IEMOCAP_LABELS, "Neu", "zzz", "nue", "happy"])
 # text without line breaks (str.splitlines breaks at more than \r and \n)
@@ -57,7 +59,10 @@ def line_ends(draw, n: int) -> list[str]:
 
 
 def render(lines: list[str], endings: list[str], encoding: str) -> bytes:
-    return "".join(t + e for t, e in zip(lines, endings, strict=True)).encode(encoding)
+    text = "".join(t + e for t, e in zip(lines, endings, strict=True))
+    if encoding == "bad-byte":
+        return text.encode("utf-8").replace("é".encode(), b"\xff")
+    return text.encode(encoding, errors="replace")
 
 
 def utt_id(session: int, dialog_letter: str, kind: str, n: int, speaker: str, k: int) -> str:
@@ -87,7 +92,7 @@ def label_line(draw, rec) -> str:
 NOISE = st.sampled_from([
     "% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", "", "   ", "\t",
     "C-E2:\tNeutral;\t()", "A-E4:\tval 2; act 3; dom  3;\t(mildly aggravated)",
-    "C-F1:\tAnger; Frustration;\t(a [bracket] inside)",
+    "C-F1:\tAnger; Frustration;\t(a [bracket] inside)", "C-E3:\tNeutral;\t(café, déjà vu)",
 ])
 
 
@@ -113,7 +118,8 @@ def test_emo_evaluation_round_trips_any_encoding_and_line_ends(data):
         assert ll.start == pytest.approx(start) and ll.end == pytest.approx(end)
 
 
-MUTATIONS = st.sampled_from(["delete", "insert", "replace", "truncate", "swap", "huge"])
+MUTATIONS = st.sampled_from(["delete", "insert", "replace", "truncate", "swap", "huge",
+                             "prefix"])
 
 
 @SETTINGS
@@ -121,9 +127,12 @@ MUTATIONS = st.sampled_from(["delete", "insert", "replace", "truncate", "swap", 
 def test_mutated_label_lines_are_records_or_problems_at_their_line(data):
     records = data.draw(st.lists(label_records(), min_size=1, max_size=8))
     lines = [label_line(data.draw, r) for r in records]
-    mutated = set()
+    mutated, prefixed = set(), set()
     for i in data.draw(st.lists(st.integers(0, len(lines) - 1), max_size=4)):
         text, how = lines[i], data.draw(MUTATIONS)
+        if how == "prefix":  # a damaged byte before an intact label line
+            text = data.draw(st.sampled_from(["\ufffd", "\x00", "x", "\ufeff", "\ufffd\t"])) + text
+            prefixed.add(i) if i not in mutated else None
         at = data.draw(st.integers(0, len(text)))
         if how == "delete" and at < len(text):
             text = text[:at] + text[at + 1 :]
@@ -137,7 +146,9 @@ def test_mutated_label_lines_are_records_or_problems_at_their_line(data):
             text = text[:at] + text[at + 1] + text[at] + text[at + 2 :]
         elif how == "huge":
             text = text.replace("[", "[" + "9" * 400, 1)  # a time that reads as inf
-        mutated.add(i) if text != lines[i] else None
+        if text != lines[i]:
+            prefixed.discard(i) if how != "prefix" else None
+            mutated.add(i)
         lines[i] = text
     raw = render(lines, ["\n"] * len(lines), "utf-8")
 
@@ -147,12 +158,15 @@ def test_mutated_label_lines_are_records_or_problems_at_their_line(data):
         assert 0 <= ll.start <= ll.end < float("inf")
         assert ll.id and not re.search(r"\s", ll.id)
         assert re.fullmatch(r"[a-z]+", ll.label)
-    for p in problems:  # every problem names the file and a label line
-        file, n = p.where.rsplit(":", 1)
-        assert file == "f.txt" and lines[int(n) - 1].strip().startswith("[")
+    problem_lines = [int(p.where.rsplit(":", 1)[1]) for p in problems]
+    assert all(p.where.rsplit(":", 1)[0] == "f.txt" for p in problems)
     # nothing lost: each line that starts with '[' is a record or a problem, once
-    bracketed = [n for n, t in enumerate(lines, 1) if t.strip().startswith("[")]
-    assert sorted([*by_line, *(int(p.where.rsplit(":", 1)[1]) for p in problems)]) == bracketed
+    bracketed = {n for n, t in enumerate(lines, 1) if t.strip().startswith("[")}
+    assert bracketed <= {*by_line, *problem_lines}
+    assert sorted([*by_line, *problem_lines]) == sorted(set(by_line) | set(problem_lines))
+    for i in prefixed:  # a label line behind a stray character is reported, not skipped
+        bom = i == 0 and lines[0].startswith("\ufeff")  # the file's BOM: read past, rightly
+        assert (i + 1 in by_line) if bom else (i + 1 in problem_lines)
     for i, rec in enumerate(records):  # untouched lines keep their record
         if i not in mutated:
             assert (by_line[i + 1].id, by_line[i + 1].label) == (rec[2], rec[3].lower())
@@ -173,8 +187,15 @@ def test_transcriptions_round_trip_any_encoding_and_line_ends(data):
             lines.append(data.draw(st.sampled_from(["M: Yeah.", "F:Umm.", "", "  "])))
         span = data.draw(st.sampled_from(["[006.2901-008.2357]", "[1.0-2.0]", "[]"]))
         lines.append(f"{uid} {span}:{data.draw(st.sampled_from(['', ' ']))}{text}")
-    raw = render(lines, line_ends(data.draw, len(lines)), data.draw(ENCODINGS))
-    assert parse_transcriptions(decode_text(raw)) == {k: v.strip() for k, v in pairs.items()}
+    encoding = data.draw(ENCODINGS)
+    got = parse_transcriptions(decode_text(render(lines, line_ends(data.draw, len(lines)),
+                                                  encoding)))
+    assert list(got) == list(pairs)  # ids are ASCII: exact in every encoding
+    for uid, text in pairs.items():
+        if encoding.startswith("utf") or text.isascii():
+            assert got[uid] == text.strip()
+        else:  # what the encoding cannot hold is replaced, never a line break or a crash
+            assert isinstance(got[uid], str) and len(got[uid].splitlines()) <= 1
 
 
 # ---------------------------------------------------------------- IEMOCAP loader
