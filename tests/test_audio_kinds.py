@@ -177,6 +177,29 @@ print(base, read - base, rss() - base, wave.size, feats.shape[0], bool(np.isfini
 """
 
 
+STORE_SCRIPT = """
+import os, resource, sys
+import numpy as np, soundfile as sf
+from satn.config import FeatureConfig
+from satn.corpora.base import CorpusLoad, Utterance
+from satn.features import FeatureExtractor
+from satn.store import build_dataset, open_dataset
+path, tmp = sys.argv[1], sys.argv[2]
+FeatureExtractor(FeatureConfig())([np.zeros(16000, np.float32)])
+utts = [Utterance("long", path, "s", "1", "neu")]
+for i in range(3):
+    p = os.path.join(tmp, f"s{i}.wav")
+    sf.write(p, 0.3 * np.sin(np.arange(16000) / (3 + i)), 16000)
+    utts.append(Utterance(f"short{i}", p, "s", "1", "hap"))
+rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = rss()
+info = build_dataset(CorpusLoad(utts), FeatureConfig(), os.path.join(tmp, "store"),
+                     corpus_tag="l", progress=False)
+ds = open_dataset(info.uri)
+print(rss() - base, *(f"{i}={n}" for i, n in zip(ds.meta["id"], ds.meta["n_frames"])))
+"""
+
+
 @pytest.mark.slow
 def test_a_30_minute_48k_stereo_file_reads_and_extracts_with_flat_memory(tmp_path):
     path = tmp_path / "long.wav"
@@ -195,6 +218,13 @@ def test_a_30_minute_48k_stereo_file_reads_and_extracts_with_flat_memory(tmp_pat
     assert read_mb < 1.5 * output_mb, read_mb
     # features: the wave, its padded copy and ~5 copies of (180k x 120) float32 (86 MB)
     assert total_mb < 7 * output_mb, total_mb
+
+    # the store, with short files beside it: all extracted; before blocks, chunks and
+    # batch caps this took +4080 MB, the long file padding its batch neighbours
+    out = subprocess.run([sys.executable, "-c", STORE_SCRIPT, str(path), str(tmp_path)],
+                         check=True, capture_output=True, text=True).stdout.split()
+    assert out[1:] == [f"long={frames}", "short0=101", "short1=101", "short2=101"]
+    assert float(out[0]) < 10 * output_mb, out[0]
 
 
 def test_a_file_name_that_is_no_utf8_is_a_problem_not_a_crash(tmp_path):

@@ -207,3 +207,30 @@ def test_labels_not_in_the_protocol_are_counted_per_label(tmp_path):
     mapped = load_manifest(m, label_map={"nue": "none"})  # named in the map: left out on purpose
     assert (dict(mapped.left_out), dict(mapped.unknown), mapped.problems) == (
         {"fru": 2, "nue": 2}, {}, [])
+
+
+def test_the_features_command_prints_the_label_counts(tmp_path, monkeypatch):
+    import json
+
+    import numpy as np
+    import soundfile as sf
+    from click.testing import CliRunner
+
+    from satn.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rows = [("a.wav", "neu"), ("b.wav", "hap"), ("c.wav", "fru"), ("d.wav", "fru"),
+            ("e.wav", "xxx"), ("f.wav", "zzz")]
+    for name, _ in rows:
+        sf.write(tmp_path / name, 0.3 * np.sin(np.arange(4000) / 5), 16000)
+    m = write(tmp_path / "m.csv", [["path", "speaker", "label"],
+                                   *([n, "s1", lab] for n, lab in rows)], ",")
+    res = CliRunner().invoke(main, ["features", "--corpus", "manifest", "--root", str(m),
+                                    "--set", "data.classes=[neu, hap]", "--no-progress",
+                                    "--out", str(tmp_path / "f")])
+    assert res.exit_code == 0, res.output
+    assert ("2 utterances (hap 1, neu 1); 1 problem(s); 3 rows with labels not in the "
+            "protocol: fru 2, xxx 1; 1 rows with unknown labels: zzz 1") in res.output
+    report = json.loads(next((tmp_path / "f").glob("*/report.json")).read_text())
+    assert report == [{"where": f"{m}:7", "reason": "unknown label 'zzz': no class and not "
+                                                    "in the label map; its rows are left out"}]

@@ -11,13 +11,14 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import os
 import re
 import tempfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from satn.config import ConfigError
@@ -33,7 +34,9 @@ from satn.corpora.manifest import load_manifest
 from satn.corpora.ravdess import EMOTIONS, STATEMENTS, load_ravdess
 from satn.errors import InputError
 
-SETTINGS = settings(max_examples=60, deadline=None, derandomize=True, database=None,
+# SATN_HYPOTHESIS_EXAMPLES=1000 for a longer hunt; the default suite runs 60 per property
+SETTINGS = settings(max_examples=int(os.environ.get("SATN_HYPOTHESIS_EXAMPLES", "60")),
+                    deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 CLASSES = ("neu", "hap", "sad", "ang")
 LABEL_MAP = {"exc": "hap"}
@@ -153,6 +156,7 @@ def test_mutated_label_lines_are_records_or_problems_at_their_line(data):
     raw = render(lines, ["\n"] * len(lines), "utf-8")
 
     labels, problems = parse_emo_evaluation(decode_text(raw), "f.txt")
+    event(f"{len(labels)} record(s), {len(problems)} problem(s)" if problems else "all records")
     by_line = {ll.line: ll for ll in labels}
     for ll in labels:  # every record is well-formed
         assert 0 <= ll.start <= ll.end < float("inf")
@@ -269,6 +273,9 @@ def test_iemocap_loads_consistent_records_and_accounts_for_every_line(tree):
         root = Path(tmp)
         write_tree(root, tree)
         load = load_iemocap(root, classes=CLASSES, label_map=LABEL_MAP)
+        event("with problems" if load.problems else "clean")
+        event("labels left out" if load.left_out else "no label left out")
+        event("unknown labels" if load.unknown else "no unknown label")
         used, left_out, unknown = expected_load(root, tree)
         assert {u.id: u.label for u in load.utterances} == used
         assert (load.left_out, load.unknown) == (left_out, unknown)
@@ -300,7 +307,8 @@ def ravdess_names(draw, actor: int):
              draw(CODE), draw(CODE), draw(CODE), draw(CODE),
              draw(st.sampled_from([f"{actor:02d}"] * 5 + ["07", "24"]))]
     name = "-".join(codes)
-    how = draw(st.sampled_from(["none"] * 5 + ["drop", "extra", "unicode_digit", "space"]))
+    how = draw(st.sampled_from(["none"] * 5 + ["drop", "extra", "unicode_digit", "space",
+                                                "bad_byte"]))
     if how == "drop":
         name = name[:-3]
     elif how == "extra":
@@ -309,6 +317,8 @@ def ravdess_names(draw, actor: int):
         name = name[:-1] + "\u0661"  # ARABIC-INDIC DIGIT ONE: int() reads it, RAVDESS has none
     elif how == "space":
         name += " "
+    elif how == "bad_byte":  # a byte no UTF-8 has, as os.listdir hands it over
+        name = name[:-2] + os.fsdecode(b"\xff") + name[-1]
     return name + draw(st.sampled_from([".wav", ".flac", ".WAV", ".txt"]))
 
 
@@ -344,6 +354,7 @@ def test_ravdess_names_are_records_problems_or_known_parts(data):
                 (root / f"Actor_{a:02d}" / name).write_bytes(b"")
                 kinds[ravdess_model(name, a)] += 1
         load = load_ravdess(root)
+        event("with problems" if load.problems else "clean")
         assert len(load.utterances) == kinds["used"]
         assert len(load.problems) == kinds["problem"]
         assert sum(load.left_out.values()) == kinds["left_out"] and not load.unknown
@@ -365,14 +376,14 @@ def test_ravdess_names_are_records_problems_or_known_parts(data):
 @st.composite
 def manifests(draw):
     """A manifest's rows with faults, its header, delimiter, line ends and encoding."""
-    columns = ["path", "speaker", "label"] + draw(st.lists(
-        st.sampled_from(["id", "session", "gender", "transcript", "notes"]), unique=True))
+    columns = ["path", "speaker", "label"] + [
+        c for c in ("id", "session", "gender", "transcript", "notes") if draw(st.booleans())]
     columns = draw(st.permutations(columns))
     rows = []
     for i in range(draw(st.integers(0, 8))):
         row = {
             "path": f"a/{i}.wav", "speaker": draw(st.sampled_from(["s1", "s2", " s3 "])),
-            "label": draw(RAW_LABELS), "id": draw(st.sampled_from([f"u{i}", "", "dup"])),
+            "label": draw(RAW_LABELS), "id": draw(st.sampled_from(["dup", f"u{i}", ""])),
             "session": draw(st.sampled_from(["", "day1"])),
             "gender": draw(st.sampled_from(["", "F", "male", "x"])),
             "transcript": draw(st.sampled_from(["", "hello, \"world\"", "two\nlines", "é ü"])),
@@ -381,6 +392,10 @@ def manifests(draw):
         fault = draw(st.sampled_from(["none"] * 5 + ["extra", "short", "blank", "no_audio",
                                                      "empty_speaker"]))
         rows.append((row, fault))
+    if "id" in columns and len(rows) >= 2 and draw(st.booleans()):  # a repeated id, for sure
+        for row, _ in (rows[0], rows[-1]):
+            row["id"] = "dup"
+        rows[0], rows[-1] = (rows[0][0], "none"), (rows[-1][0], "none")
     header = [draw(st.sampled_from([c, c.upper(), f" {c} "])) for c in columns]
     encoding = draw(st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1", "bad-byte"]))
     return columns, header, rows, draw(st.sampled_from([",", "\t"])), draw(ENDINGS), encoding
@@ -444,6 +459,7 @@ def test_manifest_rows_are_valid_records_problems_or_one_error_naming_file_and_l
             load = load_manifest(path, classes=CLASSES, label_map=LABEL_MAP)
         except InputError as e:
             msg = str(e)
+            event("error: " + msg.split(": ", 1)[1].split(" (")[0][:30])
             assert isinstance(e, ConfigError) and str(path) in msg
             bad = first_bad_byte(raw)
             if bad is not None:  # the first bad byte's line, counted as csv counts lines
@@ -455,6 +471,7 @@ def test_manifest_rows_are_valid_records_problems_or_one_error_naming_file_and_l
                 assert "ids must be unique" in msg
             return
         assert first_bad_byte(raw) is None
+        event("parsed, with problems" if load.problems else "parsed, clean")
         ids = [u.id for u in load.utterances]
         assert len(ids) == len(set(ids))
         for u in load.utterances:
