@@ -57,7 +57,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
             raise AudioError(p, "empty file (0 bytes)")
         # permission problems get their own words, not libsndfile's
         with open(p, "rb") as f, sf.SoundFile(f) as snd:
-            return _decode(p, snd, sample_rate)
+            return _decode(p, snd, sample_rate, p.stat().st_size)
     except AudioError:
         raise
     except OSError as e:
@@ -66,7 +66,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
         raise AudioError(p, f"cannot decode audio ({type(e).__name__}: {e})") from e
 
 
-def _decode(p: Path, snd: sf.SoundFile, sample_rate: int) -> np.ndarray:
+def _decode(p: Path, snd: sf.SoundFile, sample_rate: int, size: int) -> np.ndarray:
     """The body of :func:`read_audio`: blocks -> mono -> resampled, into one array."""
     sr = snd.samplerate
     if not MIN_RATE <= sr <= MAX_RATE:  # a corrupt header; resampling it could fill memory
@@ -75,8 +75,10 @@ def _decode(p: Path, snd: sf.SoundFile, sample_rate: int) -> np.ndarray:
         raise AudioError(p, "no audio samples (empty file)")
     stream = None if sr == sample_rate else soxr.ResampleStream(
         sr, sample_rate, 1, dtype="float32", quality="HQ")  # equal to soxr.resample, in blocks
-    # the header's length sizes the output; a header that claims more is trimmed below
-    out = np.empty(max(snd.frames, 0) * sample_rate // sr + 64, np.float32)
+    # the header's length sizes the output (a header that claims more is trimmed below),
+    # but no more than the file's size allows: a damaged count must not claim the memory
+    frames = min(max(snd.frames, 0), 16 * size)
+    out = np.empty(frames * sample_rate // sr + 64, np.float32)
     n = n_in = bad = 0
     peak = 0.0
     for block in snd.blocks(blocksize=_BLOCK, dtype="float32", always_2d=True):

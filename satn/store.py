@@ -262,6 +262,8 @@ def _after_failure(fs: pafs.FileSystem, partial: str) -> str:
     try:
         if not _is_dir(fs, partial):
             return ""
+        if _exists(fs, _join(partial, MANIFEST)):  # failed while moving a finished build
+            return f"; the complete dataset is kept in {partial}, a rerun moves it"
         progress = _join(partial, _PROGRESS)
         done = list(_files(fs, progress)) if _is_dir(fs, progress) else []
         if not done:

@@ -17,6 +17,7 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from satn.config import DataConfig, FeatureConfig
 from satn.corpora import load_corpus
 from satn.corpora.base import CorpusLoad, Utterance
+from satn.features import FeatureExtractor
 from satn.store import StoreError, build_dataset, dataset_key, dataset_name, open_dataset
 
 fsspec_local = pytest.importorskip("fsspec.implementations.local")
@@ -106,6 +107,35 @@ def test_a_disk_full_before_any_shard_leaves_no_work_folder(tmp_path, earlier):
         build(load, out, fs=PyFileSystem(FSSpecHandler(FullAfter("plan.json"))))
     assert "kept" not in str(e.value)
     assert not list(out.glob(".partial-*"))
+    assert_intact(before, arrays)
+
+
+class FullWhileCopying(fsspec_local.LocalFileSystem):
+    """An object store (no directory rename) whose disk fills while the finished
+    dataset is copied into place."""
+
+    def mv(self, path1, path2, **kw):
+        if self.isdir(path1):
+            raise NotImplementedError("directories cannot be renamed here")
+        return super().mv(path1, path2, **kw)
+
+    def cp_file(self, path1, path2, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path2))
+
+
+def test_a_full_disk_while_moving_keeps_the_finished_dataset(tmp_path, earlier, monkeypatch):
+    load, before, arrays = earlier
+    out = tmp_path / "features"
+    with pytest.raises(StoreError, match="the complete dataset is kept in .*a rerun moves it"):
+        build(load, out, fs=PyFileSystem(FSSpecHandler(FullWhileCopying())))
+    partial = next(out.glob(".partial-*"))
+    assert (partial / "manifest.json").is_file()
+    def no_extraction(self, waves):
+        raise AssertionError("features extracted again")
+
+    monkeypatch.setattr(FeatureExtractor, "__call__", no_extraction)
+    info = build(load, out)  # the finished dataset is moved, nothing extracted again
+    assert info.n_rows == 6 and not list(out.glob(".partial-*"))
     assert_intact(before, arrays)
 
 
