@@ -390,11 +390,15 @@ def manifests(draw):
             "notes": "n",
         }
         fault = draw(st.sampled_from(["none"] * 5 + ["extra", "short", "blank", "no_audio",
-                                                     "empty_speaker"]))
+                                                     "empty_speaker", "odd_path"]))
+        if fault == "odd_path":  # never a file: NUL, too long a name, outside, absolute
+            row["path"] = draw(st.sampled_from(["a/\x00.wav", "a/" + "x" * 300 + ".wav",
+                                                "../../satn-never-written.wav", "/nonexistent/abs.wav",
+                                                "a/"]))
         rows.append((row, fault))
     if "id" in columns and len(rows) >= 2 and draw(st.booleans()):  # a repeated id, for sure
-        for row, _ in (rows[0], rows[-1]):
-            row["id"] = "dup"
+        for i in (0, len(rows) - 1):
+            rows[i][0].update(id="dup", path=f"a/{i}.wav")
         rows[0], rows[-1] = (rows[0][0], "none"), (rows[-1][0], "none")
     header = [draw(st.sampled_from([c, c.upper(), f" {c} "])) for c in columns]
     encoding = draw(st.sampled_from(["utf-8", "utf-8-sig", "utf-16", "latin-1", "bad-byte"]))
@@ -423,7 +427,7 @@ def write_manifest(root: Path, spec) -> tuple[Path, list[int], bytes]:
             values = [""] * len(values) if len(values) > 1 else ["  "]
         elif fault == "empty_speaker":
             values[columns.index("speaker")] = " "
-        if fault != "no_audio":
+        if fault not in ("no_audio", "odd_path"):
             (root / row["path"]).write_bytes(b"")
         starts.append(n)
         rendered = line(values)
@@ -494,7 +498,8 @@ def test_manifest_rows_are_valid_records_problems_or_one_error_naming_file_and_l
             if label is None:
                 raw_label = row["label"].lower()
                 (left_out if raw_label in IEMOCAP_LABELS else unknown)[raw_label] += 1
-            elif fault != "no_audio" and ("gender" not in columns or row["gender"] != "x"):
+            elif fault not in ("no_audio", "odd_path") and (
+                    "gender" not in columns or row["gender"] != "x"):
                 used.append(start)
         assert [u.path for u in load.utterances] == [
             str(path.parent / rows[starts.index(s)][0]["path"]) for s in used]
