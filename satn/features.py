@@ -40,6 +40,10 @@ from satn.config import FeatureConfig
 from satn.devices import resolve_device
 from satn.errors import InputError
 
+# STFT frames computed at a time: a long recording's spectrogram is never whole in
+# memory (30 minutes at a 10 ms hop: 180k frames x 257 bins x complex64 = 370 MB).
+CHUNK_FRAMES = 4096
+
 
 class FeatureError(InputError):
     """A waveform that cannot become features (too short, not 1-D, not finite)."""
@@ -150,24 +154,34 @@ class FeatureExtractor:
             batch[i, : t.shape[0]] = t
         return batch.to(self.device), lengths
 
-    def _log_power(self, batch: torch.Tensor) -> torch.Tensor:
-        """(B, N) -> power spectrogram (B, n_fft // 2 + 1, T)."""
-        spec = torch.stft(
-            batch,
-            self.n_fft,
-            hop_length=self.hop,
-            win_length=self.win,
-            window=self.window,
-            center=True,
-            pad_mode="constant",
-            return_complex=True,
-        )
-        return spec.real.square() + spec.imag.square()
+    def _chunked(self, batch: torch.Tensor, fn) -> torch.Tensor:
+        """``fn`` of the power spectrogram (B, F, t), CHUNK_FRAMES frames at a time,
+        concatenated along the last axis: (B, ..., T) with T = 1 + N // hop.
+
+        Frame t covers samples [t*hop - n_fft//2, t*hop + n_fft//2) of the wave with
+        zeros outside it (center=True, constant padding), so each chunk is cut from
+        the wave with that margin, padded where it runs past an end, and framed
+        without centring: the same frames as one whole-wave STFT.
+        """
+        n = batch.shape[1]
+        total, half = self.stft_frames(n), self.n_fft // 2
+        out = []
+        for t0 in range(0, total, CHUNK_FRAMES):
+            t1 = min(total, t0 + CHUNK_FRAMES)
+            lo, hi = t0 * self.hop - half, (t1 - 1) * self.hop - half + self.n_fft
+            seg = batch[:, max(lo, 0) : min(hi, n)]
+            seg = torch.nn.functional.pad(seg, (max(0, -lo), max(0, hi - n)))
+            spec = torch.stft(seg, self.n_fft, hop_length=self.hop, win_length=self.win,
+                              window=self.window, center=False, return_complex=True)
+            out.append(fn(spec.real.square() + spec.imag.square()))
+        return torch.cat(out, dim=-1)
 
     def _logmel(self, batch: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
-        power = self._log_power(batch)  # (B, F, T)
-        mel = torch.matmul(power.transpose(1, 2), self.fbank)  # (B, T, n_mels)
-        static = torch.log(torch.clamp(mel, min=self.cfg.log_floor)).transpose(1, 2)  # (B, M, T)
+        def log_mel(power: torch.Tensor) -> torch.Tensor:  # (B, F, t) -> (B, M, t)
+            mel = torch.matmul(power.transpose(1, 2), self.fbank)  # (B, t, n_mels)
+            return torch.log(torch.clamp(mel, min=self.cfg.log_floor)).transpose(1, 2)
+
+        static = self._chunked(batch, log_mel)  # (B, M, T)
         frames = torch.tensor([self.stft_frames(n) for n in lengths], device=static.device)
         parts = [static]
         x = static
@@ -181,8 +195,9 @@ class FeatureExtractor:
         return [feats[i, :t].numpy().copy() for i, t in enumerate(frames.tolist())]
 
     def _segments(self, batch: torch.Tensor, lengths: list[int]) -> list[np.ndarray]:
-        power = self._log_power(batch)
-        logspec = torch.log(torch.clamp(power, min=self.cfg.log_floor)).transpose(1, 2)  # (B,T,F)
+        logspec = self._chunked(
+            batch, lambda power: torch.log(torch.clamp(power, min=self.cfg.log_floor))
+        ).transpose(1, 2)  # (B, T, F)
         size, step = self.cfg.seg_frames, self.cfg.seg_stride
         # (B, n_seg_max, F, size) -> (B, n_seg_max, size, F)
         segs = logspec.unfold(1, size, step).transpose(2, 3).to("cpu", torch.float32).contiguous()

@@ -56,6 +56,7 @@ import satn
 from satn.audio import AudioError, read_audio
 from satn.config import FeatureConfig, to_dict
 from satn.corpora.base import CorpusLoad, Problem, Utterance
+from satn.errors import InputError
 from satn.features import FeatureError, FeatureExtractor, frame_shape
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ REPORT_CSV = "report.csv"
 DATA = "data"
 _PROGRESS = "progress"  # in .partial-* only: one note per finished shard
 _PLAN = "plan.json"  # in .partial-* only: how the shards were cut
+BATCH_SECONDS = 320  # padded audio per feature batch (16 utterances of 20 s)
 
 META_COLUMNS = (
     "id",
@@ -87,6 +89,11 @@ META_COLUMNS = (
 
 class DatasetError(FileNotFoundError):
     """A feature dataset that is missing or incomplete."""
+
+
+class StoreError(InputError):
+    """The features folder cannot take the dataset: a full disk, no permission to write,
+    a path through a file. Other datasets in the folder are untouched."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,8 @@ def build_dataset(
     frame) are skipped and reported, with the loader's own problems, in
     ``report.json`` / ``report.csv``; they never stop the build. Other errors
     (an interruption, a full disk) stop it; a rerun keeps the finished shards.
+    A store that cannot be written (full disk, no permission) raises
+    :class:`StoreError`: half-written files are removed, finished shards kept.
 
     Args:
         out: a local folder or URI (``file://``, ``s3://``, ``gs://``) holding datasets.
@@ -179,10 +188,23 @@ def build_dataset(
     fs, root = _resolve(out, filesystem)
     key = dataset_key(load, cfg)
     name = dataset_name(corpus_tag, cfg, key)
-    final = _join(root, name)
     uri = _join_uri(out, name, filesystem)
     report_uri = _join_uri(uri, REPORT_JSON, None)
+    partial = _join(root, f".partial-{name}")
+    try:
+        return _build(load, cfg, fs, root, name, key, uri, report_uri, partial, device,
+                      batch_size, shard_size, progress, corpus_tag)
+    except DatasetError:
+        raise
+    except OSError as e:  # audio errors became problems; this is the store itself
+        raise StoreError(f"cannot write features to {out}: {_os_reason(e)}"
+                         f"{_after_failure(fs, partial)}") from e
 
+
+def _build(load, cfg, fs, root, name, key, uri, report_uri, partial, device, batch_size,
+           shard_size, progress, corpus_tag) -> DatasetInfo:
+    """The body of :func:`build_dataset` from the cache check on (its I/O may raise OSError)."""
+    final = _join(root, name)
     if _exists(fs, _join(final, MANIFEST)):
         manifest = _read_json(fs, _join(final, MANIFEST))
         report = _join(final, REPORT_JSON)
@@ -198,7 +220,7 @@ def build_dataset(
 
     # before any work directory exists: a bad device or config leaves nothing behind
     extractor = FeatureExtractor(cfg, device=device)
-    partial = _join(root, f".partial-{name}")
+
     utts, dup_problems = _unique_sorted(load.utterances)
     shards = [utts[i : i + shard_size] for i in range(0, len(utts), shard_size)] or [[]]
     plan = {"key": key, "shard_size": shard_size, "n_shards": len(shards), "n_utts": len(utts)}
@@ -228,12 +250,51 @@ def build_dataset(
     return DatasetInfo(uri, key, n_rows, len(problems), False, report_uri, tuple(problems))
 
 
+def _os_reason(e: OSError) -> str:
+    """One line: the system's words and the file (pyarrow puts both in its message)."""
+    if e.strerror:
+        return f"{e.strerror} ({e.filename})" if e.filename else e.strerror
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _after_failure(fs: pafs.FileSystem, partial: str) -> str:
+    """Clean up after a failed write: a note of what is kept for a rerun, or ''."""
+    try:
+        if not _is_dir(fs, partial):
+            return ""
+        if _exists(fs, _join(partial, MANIFEST)):  # failed while moving a finished build
+            return f"; the complete dataset is kept in {partial}, a rerun moves it"
+        progress = _join(partial, _PROGRESS)
+        done = list(_files(fs, progress)) if _is_dir(fs, progress) else []
+        if not done:
+            fs.delete_dir(partial)  # nothing worth keeping
+            return ""
+        for path in _files(fs, partial):  # half-written files hold space and nothing else
+            if posixpath.basename(path).startswith(".tmp-"):
+                fs.delete_file(path)
+        return f"; {len(done)} finished shard(s) kept in {partial}, a rerun resumes"
+    except OSError:
+        return ""
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # os.listdir's stand-ins for undecodable bytes
+        return False
+    return True
+
+
 def _unique_sorted(utts: Sequence[Utterance]) -> tuple[list[Utterance], list[Problem]]:
-    """Utterances sorted by id (the shard order), the second of a repeated id dropped."""
+    """Utterances sorted by id (the shard order), the second of a repeated id dropped, and
+    those whose text Parquet cannot hold (a file name with a byte that is no UTF-8)."""
     kept: dict[str, Utterance] = {}
     problems = []
     for u in sorted(utts, key=lambda u: (u.id, u.path)):
-        if u.id in kept:
+        bad = [f for f in META_COLUMNS if isinstance(v := getattr(u, f), str) and not _utf8(v)]
+        if bad:
+            problems.append(Problem(u.path, f"{', '.join(bad)} not UTF-8 text (rename the file)"))
+        elif u.id in kept:
             problems.append(
                 Problem(u.path, f"duplicate utterance id {u.id!r} (kept {kept[u.id].path})")
             )
@@ -344,13 +405,22 @@ def _featurise(
 ) -> tuple[list[Utterance], list[np.ndarray]]:
     """Features of one shard, batched by length; what the extractor rejects joins ``problems``.
 
-    Batches hold waves of similar length (little padding); results come back in
+    Batches hold waves of similar length (little padding), at most ``batch_size``
+    of them and at most BATCH_SECONDS of padded audio, so a long recording goes
+    alone instead of padding its neighbours to its length; results come back in
     the order of ``utts``.
     """
     order = sorted(range(len(waves)), key=lambda i: (waves[i].shape[0], i))
+    budget = BATCH_SECONDS * extractor.cfg.sample_rate
+    batches: list[list[int]] = []
+    for i in order:  # ascending lengths: the newest wave is the batch's longest
+        if batches and len(batches[-1]) < batch_size \
+                and (len(batches[-1]) + 1) * waves[i].shape[0] <= budget:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
     feats: dict[int, np.ndarray] = {}
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    for chunk in batches:
         try:
             feats.update(zip(chunk, extractor([waves[i] for i in chunk]), strict=True))
         except FeatureError:  # find the culprit(s) one by one; the rest of the batch is fine
@@ -432,7 +502,8 @@ def _write_report(fs: pafs.FileSystem, partial: str, problems: list[Problem]) ->
     writer = csv.DictWriter(text, fieldnames=["where", "reason"], lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_bytes(fs, _join(partial, REPORT_CSV), text.getvalue().encode())
+    # a file name with a byte that is no UTF-8 is written as \xNN, not a crash
+    _write_bytes(fs, _join(partial, REPORT_CSV), text.getvalue().encode(errors="backslashreplace"))
 
 
 def _manifest(

@@ -299,3 +299,83 @@ def test_real_release_reproduces_table1():
         assert_table1(load, session)
     full = load_iemocap(root, protocol="full")
     assert dict(Counter(u.label for u in full.utterances)) == FULL
+
+
+# ---------------------------------------------------------------- regressions (found by the
+# property tests in test_corpora_properties.py)
+
+LINE = "[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]"
+
+
+def _one_dialog(root: Path, raw: bytes, session: int = 1, uid: str = "Ses01F_impro01_F000"):
+    s = root / f"Session{session}"
+    (s / "dialog/EmoEvaluation").mkdir(parents=True)
+    (s / "dialog/transcriptions").mkdir(parents=True)
+    (s / "sentences/wav/Ses01F_impro01").mkdir(parents=True)
+    (s / "dialog/EmoEvaluation/Ses01F_impro01.txt").write_bytes(raw)
+    (s / "sentences/wav/Ses01F_impro01" / f"{uid}.wav").write_bytes(b"")
+    return s
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-be-bom"])
+def test_a_byte_order_mark_does_not_hide_the_first_line(tmp_path, encoding):
+    def enc(text):
+        if encoding == "utf-16-be-bom":
+            return b"\xfe\xff" + text.encode("utf-16-be")
+        return text.encode(encoding)
+
+    s = _one_dialog(tmp_path, enc(LINE + "\r\n"))
+    (s / "dialog/transcriptions/Ses01F_impro01.txt").write_bytes(
+        enc("Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me.\r\n"))
+    (u,) = load_iemocap(tmp_path).utterances  # was: no utterance, no problem
+    assert (u.id, u.label, u.transcript) == ("Ses01F_impro01_F000", "neu", "Excuse me.")
+
+
+def test_an_id_of_another_session_or_dialog_is_a_problem(tmp_path):
+    _one_dialog(tmp_path, (LINE + "\n").encode(), session=2)  # Ses01 ids in Session2
+    load = load_iemocap(tmp_path)
+    assert load.utterances == []  # was: an utterance of session Ses01 from Session2
+    (p,) = load.problems
+    assert p.where.endswith("Ses01F_impro01.txt:1") and "not of dialog" in p.reason
+
+
+def test_an_id_that_is_no_file_name_is_a_problem(tmp_path):
+    _one_dialog(tmp_path, (LINE.replace("_F000", "_/../F000") + "\n").encode())
+    load = load_iemocap(tmp_path)
+    assert load.utterances == [] and "names no session/actor" in load.problems[0].reason
+
+
+def test_a_time_that_reads_as_infinite_is_a_problem():
+    labels, problems = parse_emo_evaluation(LINE.replace("[6.2901", "[" + "9" * 400), "f.txt")
+    assert labels == [] and problems[0].where == "f.txt:1"
+    assert "bad time span" in problems[0].reason and len(problems[0].reason) < 60
+
+
+def test_labels_left_out_are_counted_per_label(tmp_path):
+    write_iemocap(tmp_path, SMALL_PLAN)
+    load = load_iemocap(tmp_path)  # satn protocol: improvised only
+    plan = [SMALL_PLAN[s]["impro"] for s in SMALL_PLAN]
+    assert dict(load.left_out) == {"fru": 2, "xxx": 2, "oth": 1} and not load.unknown
+    assert sum(load.left_out.values()) + len(load.utterances) == sum(
+        sum(p.values()) for p in plan)
+    assert "5 rows with labels not in the protocol: fru 2, xxx 2, oth 1" in load.summary()
+
+
+def test_unknown_labels_are_counted_and_a_problem_once(tmp_path):
+    lines = [LINE, LINE.replace("F000\tneu", "F001\tzzz"), LINE.replace("F000\tneu", "M002\tzzz"),
+             LINE.replace("F000\tneu", "M003\tfru")]
+    _one_dialog(tmp_path, ("\n".join(lines) + "\n").encode())
+    load = load_iemocap(tmp_path)
+    assert (dict(load.left_out), dict(load.unknown)) == ({"fru": 1}, {"zzz": 2})
+    (p,) = load.problems
+    assert p.where.endswith("Ses01F_impro01.txt:2") and "unknown label 'zzz'" in p.reason
+    assert load.summary().endswith("; 1 rows with labels not in the protocol: fru 1"
+                                   "; 2 rows with unknown labels: zzz 2")
+
+
+def test_a_label_line_behind_a_damaged_byte_is_a_problem_not_lost(tmp_path):
+    _one_dialog(tmp_path, b"% header\n\xff" + LINE.encode() + b"\n")
+    load = load_iemocap(tmp_path)
+    assert load.utterances == []  # was: no utterance and no problem
+    (p,) = load.problems
+    assert p.where.endswith("Ses01F_impro01.txt:2") and "stray characters" in p.reason

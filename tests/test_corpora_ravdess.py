@@ -113,3 +113,22 @@ def test_shared_ravdess_counts(shared_corpora):
         "neu": 64, "hap": 128, "sad": 128, "ang": 128,
     }  # fmt: skip
     assert len(default.utterances) == 448
+
+
+def test_other_scripts_digits_and_unknown_parts_are_problems(tmp_path):
+    # found by the property tests: int() reads U+0661 as 1, and modality 07 is no part
+    arabic = touch(tmp_path, "03-01-03-01-01-01-0\u0661.wav", actor=1)
+    unknown = touch(tmp_path, "07-01-03-01-01-01-01.wav")
+    song = touch(tmp_path, "03-02-03-01-01-01-01.wav")  # a known part: skipped quietly
+    load = load_ravdess(tmp_path)
+    assert load.utterances == []
+    assert sorted(p.where for p in load.problems) == sorted([str(arabic), str(unknown)])
+    assert str(song) not in {p.where for p in load.problems}
+
+
+def test_emotions_the_classes_leave_out_are_counted(tree):
+    load = load_ravdess(tree)  # default classes: neu, hap, sad, ang
+    assert dict(load.left_out) == {"cal": 16, "fea": 16, "dis": 16, "sur": 16}
+    assert not load.unknown and load.problems == []
+    assert "64 rows with labels not in the protocol: cal 16, dis 16, fea 16, sur 16" in (
+        load.summary())

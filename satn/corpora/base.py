@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 
@@ -37,17 +39,47 @@ class Problem:
 
 @dataclass
 class CorpusLoad:
-    """A loader's result: the usable utterances and the problems it met."""
+    """A loader's result: the usable utterances, the problems it met, the labels it left out.
+
+    A row whose label maps to no class is counted by raw label, never dropped
+    silently: in ``left_out`` when the corpus knows the label and the protocol leaves
+    it out on purpose (IEMOCAP ``fru``, ``xxx`` under the satn protocol), in
+    ``unknown`` when nobody knows it (a typo, another corpus's name); the first row of
+    each unknown label is also a problem.
+    """
 
     utterances: list[Utterance] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    left_out: Counter[str] = field(default_factory=Counter)
+    unknown: Counter[str] = field(default_factory=Counter)
+
+    def skip_label(self, raw: str, known: Collection[str], where: str) -> None:
+        """Count one row whose raw label maps to no class; ``where`` names its file and line."""
+        raw = raw.strip().lower()
+        if raw in known:
+            self.left_out[raw] += 1
+            return
+        if raw not in self.unknown:
+            self.problems.append(Problem(where, f"unknown label {raw!r}: no class and not in "
+                                                f"the label map; its rows are left out"))
+        self.unknown[raw] += 1
 
     def summary(self) -> str:
-        from collections import Counter
-
         counts = Counter(u.label for u in self.utterances)
         parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-        return f"{len(self.utterances)} utterances ({parts}); {len(self.problems)} problem(s)"
+        text = f"{len(self.utterances)} utterances ({parts}); {len(self.problems)} problem(s)"
+        for counter, what in ((self.left_out, "labels not in the protocol"),
+                              (self.unknown, "unknown labels")):
+            if counter:
+                listed = ", ".join(f"{k} {v}" for k, v in sorted(counter.items(),
+                                                                 key=lambda kv: (-kv[1], kv[0])))
+                text += f"; {sum(counter.values())} rows with {what}: {listed}"
+        return text
+
+
+def known_labels(vocabulary: Collection[str], label_map: Mapping[str, str]) -> frozenset[str]:
+    """Raw labels a loader counts as left out on purpose: the corpus's own and the map's."""
+    return frozenset(x.strip().lower() for x in (*vocabulary, *label_map))
 
 
 def map_label(raw: str, classes: tuple[str, ...], label_map: dict[str, str]) -> str | None:

@@ -2,7 +2,9 @@
 
 File-name fields: modality (03 audio only), vocal channel (01 speech, 02 song),
 emotion EE, intensity II (01 normal, 02 strong), statement SS, repetition RR, actor AA.
-Only modality 03 with channel 01 is loaded; other audio files are skipped silently.
+Only modality 03 with channel 01 is loaded; the other parts of RAVDESS (video
+01/02, song 02) are skipped silently, any other code is a problem. Emotions the
+classes leave out are counted in :attr:`CorpusLoad.left_out`.
 
 Raw labels use IEMOCAP's short names so the default classes apply unchanged:
 01 neu, 02 cal, 03 hap, 04 sad, 05 ang, 06 fea, 07 dis, 08 sur.
@@ -21,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from satn.config import DEFAULT_CLASSES, ConfigError
-from satn.corpora.base import CorpusLoad, Problem, Utterance, map_label
+from satn.corpora.base import CorpusLoad, Problem, Utterance, known_labels, map_label
 
 EMOTIONS: Mapping[str, str] = MappingProxyType(
     {"01": "neu", "02": "cal", "03": "hap", "04": "sad",
@@ -33,8 +35,9 @@ STATEMENTS: Mapping[str, str] = MappingProxyType(
 _NO_MAP: Mapping[str, str] = MappingProxyType({})
 AUDIO_SUFFIXES = frozenset({".wav", ".flac"})
 
-_ACTOR_DIR = re.compile(r"Actor_(\d+)")
-_NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)")
+# ASCII digits only: int() also reads other scripts' digits, which no RAVDESS name has
+_ACTOR_DIR = re.compile(r"Actor_(\d+)", re.ASCII)
+_NAME = re.compile(r"(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)", re.ASCII)
 
 
 def load_ravdess(
@@ -63,7 +66,7 @@ def load_ravdess(
         for f in sorted(actor_dir.iterdir()):
             if f.name.startswith(".") or f.suffix.lower() not in AUDIO_SUFFIXES:
                 continue
-            utt = _utterance(f, folder_actor, classes, label_map, corpus, out.problems)
+            utt = _utterance(f, folder_actor, classes, label_map, corpus, out)
             if utt is not None:
                 out.utterances.append(utt)
     out.utterances.sort(key=lambda u: (u.speaker, u.id))
@@ -76,17 +79,22 @@ def _utterance(
     classes: tuple[str, ...],
     label_map: dict[str, str],
     corpus: str,
-    problems: list[Problem],
+    out: CorpusLoad,
 ) -> Utterance | None:
     """The utterance of one audio file, None when skipped (a problem says why if bad)."""
+    problems = out.problems
     m = _NAME.fullmatch(f.stem)
     if m is None:
         problems.append(Problem(str(f), "name is not MM-CC-EE-II-SS-RR-AA"))
         return None
     modality, channel, emotion, intensity, statement, _rep, actor = m.groups()
-    if modality != "03" or channel != "01":  # video / song parts of RAVDESS
-        return None
     bad = []
+    if modality not in ("01", "02", "03"):
+        bad.append(f"modality {modality}")
+    if channel not in ("01", "02"):
+        bad.append(f"vocal channel {channel}")
+    if not bad and (modality != "03" or channel != "01"):  # video / song parts of RAVDESS
+        return None
     if emotion not in EMOTIONS:
         bad.append(f"emotion {emotion}")
     if intensity not in ("01", "02"):
@@ -101,6 +109,7 @@ def _utterance(
     raw = EMOTIONS[emotion]
     label = map_label(raw, classes, label_map)
     if label is None:
+        out.skip_label(raw, known_labels(EMOTIONS.values(), label_map), str(f))
         return None
     speaker = f"Actor_{int(actor):02d}"
     return Utterance(
