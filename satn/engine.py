@@ -13,13 +13,15 @@ from __future__ import annotations
 import copy
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from satn.batching import SequenceDataset, make_loader, set_epoch
+from satn.batching import Batch, SequenceDataset, make_loader, set_epoch
 from satn.config import TrainConfig
 from satn.devices import resolve_device
 from satn.metrics import Scores, score
@@ -45,14 +47,33 @@ class FoldData:
     probe_ids: tuple[str, ...] = ()  # dev utterances whose attention maps are kept
 
 
+class AuxLoss(Protocol):
+    """An extra training loss term, e.g. attention transfer: total += weight * term.
+
+    Called with the model's maps (when ``needs_maps``), the batch's features
+    and lengths, and a key per item (utterance id, crop start, frames) that
+    names the exact window the model saw.
+    """
+
+    name: str  # logged as train_loss_<name> / dev_loss_<name>
+    weight: float
+    needs_maps: bool
+
+    def __call__(self, maps: dict[str, Tensor], x: Tensor, lengths: Tensor,
+                 keys: Sequence[tuple[str, int, int]]) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class EpochStats:
     epoch: int  # 1-based
-    train_loss: float
-    dev_loss: float
+    train_loss: float  # the total that was minimised
+    dev_loss: float  # the same total on dev
     dev: Scores
     improved: bool
     seconds: float
+    # each term by name ("ser", "at", model terms such as a VQ commitment), unweighted
+    train_losses: dict[str, float] = field(default_factory=dict)
+    dev_losses: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,15 +84,38 @@ class Best:
     dev: Scores
     test: Scores
     state_dict: dict[str, Tensor]
-    attention: dict[str, np.ndarray] = field(default_factory=dict)  # id -> (H, T, T)
+    attention: dict[str, np.ndarray] = field(default_factory=dict)  # id -> (H, T, T) or (T,)
 
 
 @dataclass(frozen=True)
 class Evaluation:
     scores: Scores
-    loss: float
+    loss: float  # total, as in training
     probs: np.ndarray  # (N, C)
     ids: list[str]
+    losses: dict[str, float] = field(default_factory=dict)  # each term by name
+
+
+def loss_terms(model: nn.Module, batch: Batch, dataset: SequenceDataset, loss_fn: nn.Module,
+               aux: Sequence[AuxLoss] = ()) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """One batch through the model: logits, the total loss and each term by name.
+
+    total = L_SER + sum(weight * aux term) + the model's own terms (``aux_losses``).
+    """
+    out = model(batch.x, batch.lengths, return_maps=any(a.needs_maps for a in aux))
+    terms = {"ser": loss_fn(out.logits, batch.y)}
+    total = terms["ser"]
+    if aux:
+        index = dataset.index
+        keys = [(uid, dataset.crop_start(index[uid]), int(n))
+                for uid, n in zip(batch.ids, batch.lengths.tolist(), strict=True)]
+        for a in aux:
+            terms[a.name] = a(out.maps, batch.x, batch.lengths, keys)
+            total = total + a.weight * terms[a.name]
+    for name, value in out.aux_losses.items():  # e.g. a VQ commitment, weighted by its model
+        terms[name] = value
+        total = total + value
+    return out.logits, total, terms
 
 
 def class_weights(labels: list[int], n_classes: int) -> Tensor:
@@ -83,27 +127,34 @@ def class_weights(labels: list[int], n_classes: int) -> Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
-             device: torch.device, loss_fn: nn.Module | None = None) -> Evaluation:
-    """Predict every utterance of ``dataset`` (full length, in length buckets)."""
+             device: torch.device, loss_fn: nn.Module | None = None,
+             aux: Sequence[AuxLoss] = ()) -> Evaluation:
+    """Predict every utterance of ``dataset`` (full length, in length buckets); the loss
+    terms are those of training when given the trainer's ``loss_fn`` and ``aux``."""
     model.eval()
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     probs, ys, ids, total = [], [], [], 0.0
+    sums: dict[str, float] = {}
     for batch in make_loader(dataset, batch_size, shuffle=False):
         batch = batch.to(device)
-        logits = model(batch.x, batch.lengths).logits
-        total += float(loss_fn(logits, batch.y)) * len(batch.y)
+        logits, loss, terms = loss_terms(model, batch, dataset, loss_fn, aux)
+        total += float(loss) * len(batch.y)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(batch.y)
         probs.append(logits.softmax(-1).cpu().numpy())
         ys.append(batch.y.cpu().numpy())
         ids.extend(batch.ids)
     p, y = np.concatenate(probs), np.concatenate(ys)
     n_classes = p.shape[1]
-    return Evaluation(score(y, p.argmax(1), n_classes), total / len(y), p, ids)
+    return Evaluation(score(y, p.argmax(1), n_classes), total / len(y), p, ids,
+                      {k: v / len(y) for k, v in sums.items()})
 
 
 @torch.no_grad()
 def attention_maps(model: nn.Module, dataset: SequenceDataset, ids: tuple[str, ...],
                    device: torch.device) -> dict[str, np.ndarray]:
-    """Attention maps of the given utterances, each run alone: id -> (H, T, T) float16."""
+    """Attention weights of the given utterances, each run alone: id -> (H, T, T) (self)
+    or (T,) (soft), float16."""
     model.eval()
     index = {uid: i for i, uid in enumerate(dataset.ids)}
     maps = {}
@@ -119,8 +170,9 @@ class FoldTrainer:
     """Trains one model on one fold, an epoch per ``step()``."""
 
     def __init__(self, model: nn.Module, data: FoldData, cfg: TrainConfig,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, aux: Sequence[AuxLoss] = ()):
         self.data, self.cfg = data, cfg
+        self.aux = tuple(aux)
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -154,12 +206,12 @@ class FoldTrainer:
         set_epoch(self.loader, self.epoch)  # new crops and batch order, reproducibly
         self.model.train()
         total, n = 0.0, 0
+        sums: dict[str, float] = {}
         for batch in self.loader:
             batch = batch.to(self.device)
-            out = self.model(batch.x, batch.lengths)
-            loss = self.loss_fn(out.logits, batch.y)
-            for aux in out.aux_losses.values():  # e.g. attention transfer, VQ commitment
-                loss = loss + aux
+            _, loss, terms = loss_terms(self.model, batch, self.data.train, self.loss_fn, self.aux)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch.y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip:
@@ -167,7 +219,9 @@ class FoldTrainer:
             self.opt.step()
             total += float(loss.detach()) * len(batch.y)
             n += len(batch.y)
-        dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device)
+        # dev loss with training's definition: the same class weights and aux terms
+        dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device,
+                       self.loss_fn, self.aux)
         improved = self.best is None or dev.scores.ua > self.best.dev.ua
         if improved:
             test = evaluate(self.model, self.data.test, self.cfg.batch_size, self.device)
@@ -177,7 +231,8 @@ class FoldTrainer:
                 attention_maps(self.model, self.data.dev, self.data.probe_ids, self.device),
             )
         stats = EpochStats(self.epoch, total / max(n, 1), dev.loss, dev.scores, improved,
-                           time.perf_counter() - start)
+                           time.perf_counter() - start,
+                           {k: v / max(n, 1) for k, v in sums.items()}, dev.losses)
         self.history.append(stats)
         return stats
 
@@ -204,9 +259,10 @@ class FoldTrainer:
         return model.eval()
 
 
-def fit(model: nn.Module, data: FoldData, cfg: TrainConfig, on_epoch=None) -> FoldTrainer:
+def fit(model: nn.Module, data: FoldData, cfg: TrainConfig, on_epoch=None,
+        aux: Sequence[AuxLoss] = ()) -> FoldTrainer:
     """Train until ``cfg.epochs`` (or patience); ``on_epoch(stats)`` after each epoch."""
-    trainer = FoldTrainer(model, data, cfg)
+    trainer = FoldTrainer(model, data, cfg, aux=aux)
     while not trainer.finished:
         stats = trainer.step()
         if on_epoch is not None:

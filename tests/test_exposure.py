@@ -16,7 +16,7 @@ from userenv import bare_env, entry_point
 
 TINY = {
     "data": {"corpus": "demo", "demo_per_class": 2},
-    "model": {"channels": 16, "heads": 2, "dilations": [1, 2]},
+    "model": {"tcn": {"channels": 16, "dilations": [1, 2]}, "attention": {"heads": 2}},
     "train": {"epochs": 1, "batch_size": 8, "lr": 3e-3, "device": "cpu"},
 }
 SPACE = {"name": "exposure", "metric": "dev_ua_best", "mode": "max", "num_samples": 1,

@@ -16,7 +16,7 @@ from satn.tracking import _client
 
 TINY = {
     "data": {"corpus": "demo", "demo_per_class": 2},
-    "model": {"channels": 8, "heads": 2, "dilations": [1]},
+    "model": {"tcn": {"channels": 8, "dilations": [1]}, "attention": {"heads": 2}},
     "train": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "device": "cpu"},
 }
 SPACE = {"name": "resume", "metric": "dev_ua_best", "mode": "max", "num_samples": 3,

@@ -94,7 +94,7 @@ def test_runs_of_a_killed_train_are_repaired_by_the_installed_command(tmp_path):
     home.mkdir()
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({
         "data": {"corpus": "demo", "demo_per_class": 2},
-        "model": {"channels": 8, "heads": 2, "dilations": [1]},
+        "model": {"tcn": {"channels": 8, "dilations": [1]}, "attention": {"heads": 2}},
         "train": {"epochs": 500, "batch_size": 8, "device": "cpu"}}))
     env = bare_env(home)
     proc = subprocess.Popen([entry_point("satn"), "train", "--config", "tiny.yaml"],

@@ -76,7 +76,7 @@ def test_a_manifest_with_hostile_ids_trains_and_writes_inside_its_run(tmp_path, 
     (work / "cfg.yaml").write_text(yaml.safe_dump({
         "data": {"corpus": "manifest", "root": str(work / "m.csv"), "classes": ["neu", "ang"]},
         "folds": {"scheme": "heldout_speakers", "test_speakers": ["s4"], "dev_speakers": ["s1"]},
-        "model": {"channels": 8, "heads": 2, "dilations": [1]},
+        "model": {"tcn": {"channels": 8, "dilations": [1]}, "attention": {"heads": 2}},
         "train": {"epochs": 1, "batch_size": 8, "device": "cpu"}}))
     before = set(tmp_path.rglob("*"))
     res = CliRunner().invoke(main, ["train", "--config", "cfg.yaml"], catch_exceptions=False)
