@@ -147,10 +147,6 @@ def load_space(name_or_path: str) -> SearchSpace:
         fixed=dict(raw.get("fixed") or {}),
         params={k: ParamSpec.parse(k, v) for k, v in (raw.get("params") or {}).items()},
     )
-    if not space.params:
-        # Ray would run num_samples copies of one configuration and call it a search
-        raise ConfigError(f"{path}: params is empty; a search space needs at least one "
-                          "parameter to search (train one configuration with `satn train`)")
     if space.mode not in ("max", "min"):
         raise ConfigError(f"{path}: mode must be max or min")
     if space.algorithm not in ("optuna", "random"):
@@ -160,4 +156,8 @@ def load_space(name_or_path: str) -> SearchSpace:
                           "(Ray's variant generator enumerates grids; Optuna samples)")
     if space.scheduler.kind not in ("asha", "fifo"):
         raise ConfigError(f"{path}: scheduler.kind must be asha or fifo")
+    if not space.params:
+        # Ray would run num_samples copies of one configuration and call it a search
+        raise ConfigError(f"{path}: params is empty; a search space needs at least one "
+                          "parameter to search (train one configuration with `satn train`)")
     return space

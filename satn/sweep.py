@@ -188,9 +188,11 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
     ctx = tune.get_context()
     trial = ctx.get_trial_name() or "trial"
     experiment = Experiment(cfg, open_dataset(dataset_uri), fold_workers=fold_workers)
-    tracker = MlflowObserver(tracking_uri, experiment_id, run_name=f"{sweep}/{trial}", tags={
-        "satn.sweep": sweep, "satn.trial": ctx.get_trial_id() or trial,
-        "satn.search_params": json.dumps(params, sort_keys=True, default=str)})
+    tracker = MlflowObserver(tracking_uri, experiment_id, run_name=run_name(sweep, cfg, params),
+                             tags={
+                                 "satn.sweep": sweep, "satn.trial": ctx.get_trial_id() or trial,
+                                 "satn.search_params": json.dumps(params, sort_keys=True,
+                                                                  default=str)})
     restored = tune.get_checkpoint()
     if restored is not None:  # a resumed sweep, or a retry after this trial's worker died
         with restored.as_directory() as folder:
@@ -352,6 +354,17 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
                        best_run, tracking_uri,
                        str(Path(storage) / name) if "://" not in storage else f"{storage}/{name}",
                        failed=tuple(failed), repaired=len(repaired))
+
+
+def run_name(sweep: str, cfg: ExperimentConfig, params: dict[str, Any]) -> str:
+    """``sweep/variant key=value ...``: what a row of MLflow's runs table needs to be read."""
+    shown = ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in sorted(params.items())
+                      if k != "model.variant")
+    return f"{sweep}/{cfg.model.variant}" + (f" {shown}" if shown else "")
+
+
+def _short(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def concurrency(space: SearchSpace, n_samples: int, configured: int | None) -> int | None:

@@ -64,3 +64,14 @@ def test_an_unwritable_results_folder_stops_the_sweep_before_ray(tmp_path, monke
     with pytest.raises(ConfigError, match=r"ray storage_path: cannot write to .*a-file/ray"):
         run_sweep(ExperimentConfig(), load_space("satn_tcn"), runtime, "unused")
     assert not started and blocker.read_text() == "not a folder"
+
+
+def test_run_names_say_the_variant_and_the_searched_values():
+    from satn.config import ExperimentConfig
+    from satn.sweep import run_name
+
+    cfg = ExperimentConfig().override({"model.variant": "tcn_soft"})
+    name = run_name("s1", cfg, {"train.lr": 0.00123456, "model.tcn.dilations": "1,2,4",
+                                "model.variant": "tcn_soft"})
+    assert name == "s1/tcn_soft dilations=1,2,4, lr=0.00123"
+    assert run_name("s1", cfg, {}) == "s1/tcn_soft"
