@@ -557,18 +557,55 @@ class Resources:
     cpu: float = 1.0
     gpu: float = 0.0
 
+    def __post_init__(self) -> None:
+        _check("resources.per_fold", {
+            "cpu": (self.cpu > 0, f"must be > 0 (a fraction packs folds on a core), not {self.cpu}"),
+            # Ray takes GPU fractions below one, and whole GPUs above
+            "gpu": (self.gpu >= 0 and (self.gpu <= 1 or float(self.gpu).is_integer()),
+                    f"must be a fraction in [0, 1] or a whole number of GPUs, not {self.gpu}"),
+        })
+
+    @property
+    def threads(self) -> int:
+        """torch threads of a fold: the whole CPUs Ray gave it (at least one)."""
+        return max(1, int(self.cpu))
+
+
+FOLD_PLACEMENTS = ("threads", "workers")
+
 
 @dataclass(frozen=True)
 class ResourceConfig:
     per_fold: Resources = field(default_factory=Resources)
-    # folds of one trial trained side by side (threads sharing the trial's devices);
-    # a trial asks Ray for per_fold x folds_in_parallel
+    # threads: a trial trains its folds in its own process, folds_in_parallel at a time,
+    #   on the trial's devices (a trial asks Ray for per_fold x folds_in_parallel).
+    # workers: every fold is a Ray actor in its own bundle of the trial's placement group
+    #   (per_fold each), so Ray decides its GPU (0.2 packs five folds on one; 1 spreads them).
+    fold_placement: str = "threads"
     folds_in_parallel: int = 1
+    driver_cpu: float = 0.2  # workers: what the trial's own process holds while folds train
+
+    def __post_init__(self) -> None:
+        _check("resources", {
+            "fold_placement": _one_of(self.fold_placement, FOLD_PLACEMENTS),
+            "folds_in_parallel": (self.folds_in_parallel >= 1,
+                                  f"must be at least 1, not {self.folds_in_parallel}"),
+            "driver_cpu": (self.driver_cpu > 0, f"must be > 0, not {self.driver_cpu}"),
+        })
 
     @property
     def per_trial(self) -> dict[str, float]:
         n = self.folds_in_parallel
         return {"cpu": self.per_fold.cpu * n, "gpu": self.per_fold.gpu * n}
+
+    def bundles(self, n_folds: int) -> list[dict[str, float]]:
+        """The trial's placement group: its own process, then one bundle per fold."""
+        if self.fold_placement == "threads":
+            groups = [{"CPU": self.per_trial["cpu"], "GPU": self.per_trial["gpu"]}]
+        else:
+            fold = {"CPU": self.per_fold.cpu, "GPU": self.per_fold.gpu}
+            groups = [{"CPU": self.driver_cpu}] + [dict(fold) for _ in range(n_folds)]
+        return [{k: v for k, v in b.items() if v} for b in groups]  # Ray takes no zero amounts
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ it. Observers are passed in; this module imports neither Ray nor MLflow.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Protocol
@@ -125,26 +125,36 @@ class Experiment:
     """All folds of one configuration, each with its own model and trainer."""
 
     def __init__(self, cfg: ExperimentConfig, dataset, *, folds: Sequence[str | int] | None = None,
-                 fold_workers: int = 1, n_probes: int = 4):
+                 fold_workers: int = 1, n_probes: int = 4,
+                 trainers: Callable[[PreparedFold], FoldTrainer] | None = None):
+        """``trainers`` makes each fold's trainer (default: a FoldTrainer in this process);
+        the sweep passes one that trains the fold in a Ray worker of its own."""
         self.cfg = cfg
         self.classes = tuple(cfg.data.classes)
         self.frame_shape = tuple(dataset.frame_shape)
         self.dataset_manifest = dataset.manifest
+        self._dataset = dataset
         self.fold_workers = max(1, fold_workers)
         self.prepared = prepare_folds(dataset, cfg, folds, n_probes)
+        self.teacher = None
+        self.placement: dict[str, dict] = {}  # fold -> where it trains (filled by workers)
+        self.trainers: dict[str, FoldTrainer] = {
+            pf.fold.name: (trainers or self.local_trainer)(pf) for pf in self.prepared}
+
+    def local_trainer(self, pf: PreparedFold) -> FoldTrainer:
+        """The fold's model and trainer, in this process."""
+        cfg = self.cfg
         device = resolve_device(cfg.train.device)
-        # a *_at variant's teacher, loaded once and shared (frozen) by every fold
-        self.teacher = (self._teacher(cfg, dataset, device) if uses_transfer(cfg.model.variant)
-                        else None)
-        self.trainers: dict[str, FoldTrainer] = {}
-        for pf in self.prepared:
-            # the same seed per fold: folds differ by data, not by initialisation luck
-            seed_everything(cfg.train.seed)
-            model = build_model(cfg.model, self.frame_shape, len(self.classes))
-            aux = []
-            if self.teacher is not None:
-                aux.append(self._transfer(model, pf, device))
-            self.trainers[pf.fold.name] = FoldTrainer(model, pf.data, cfg.train, device, aux)
+        if uses_transfer(cfg.model.variant) and self.teacher is None:
+            # a *_at variant's teacher, loaded once and shared (frozen) by every fold
+            self.teacher = self._teacher(cfg, self._dataset, device)
+        # the same seed per fold: folds differ by data, not by initialisation luck
+        seed_everything(cfg.train.seed)
+        model = build_model(cfg.model, self.frame_shape, len(self.classes))
+        aux = []
+        if self.teacher is not None:
+            aux.append(self._transfer(model, pf, device))
+        return FoldTrainer(model, pf.data, cfg.train, device, aux)
 
     def _teacher(self, cfg: ExperimentConfig, dataset, device):
         from satn.transfer import load_teacher

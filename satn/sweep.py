@@ -174,8 +174,13 @@ def param_space(space: SearchSpace) -> dict[str, Any]:
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
               tracking_uri: str, experiment_id: str, sweep: str, fold_workers: int,
-              threads: int) -> None:
-    """The Tune trainable: one configuration over all folds, reporting every epoch."""
+              threads: int, placement: str = "threads", fold_threads: int = 1) -> None:
+    """The Tune trainable: one configuration over all folds, reporting every epoch.
+
+    ``placement="workers"``: each fold trains in a Ray actor of its own, in its bundle
+    of this trial's placement group (:class:`RemoteFold`); this process only drives
+    them, logs and reports.
+    """
     import torch
     from ray import tune
 
@@ -185,9 +190,22 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
 
     torch.set_num_threads(max(1, threads))
     cfg = ExperimentConfig.from_dict(base).override(params)
+    if placement == "threads" and cfg.train.device == "auto":
+        import ray
+
+        # Ray limits CUDA_VISIBLE_DEVICES to the trial's GPUs when it has some; with none,
+        # "auto" would take cuda:0, which is some other trial's
+        if not ray.get_gpu_ids():
+            cfg = cfg.override({"train.device": "cpu"})
     ctx = tune.get_context()
     trial = ctx.get_trial_name() or "trial"
-    experiment = Experiment(cfg, open_dataset(dataset_uri), fold_workers=fold_workers)
+    if placement == "workers":
+        folds = RemoteFolds(cfg, dataset_uri, fold_threads)
+        experiment = Experiment(cfg, open_dataset(dataset_uri), trainers=folds,
+                                fold_workers=64)  # threads here only wait on the workers
+        experiment.placement.update(folds.placement)
+    else:
+        experiment = Experiment(cfg, open_dataset(dataset_uri), fold_workers=fold_workers)
     tracker = MlflowObserver(tracking_uri, experiment_id, run_name=run_name(sweep, cfg, params),
                              tags={
                                  "satn.sweep": sweep, "satn.trial": ctx.get_trial_id() or trial,
@@ -227,6 +245,119 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
         raise
 
 
+class RemoteFolds:
+    """Trainer factory for ``Experiment``: each fold as a Ray actor in bundle i + 1 of the
+    trial's placement group (bundle 0 is the trial itself)."""
+
+    def __init__(self, cfg: ExperimentConfig, dataset_uri: str, threads: int):
+        self.cfg, self.dataset_uri, self.threads = cfg, dataset_uri, threads
+        self.placement: dict[str, dict] = {}
+        self.count = 0
+
+    def __call__(self, pf) -> RemoteFold:
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        group = ray.util.get_current_placement_group()
+        self.count += 1
+        strategy = (PlacementGroupSchedulingStrategy(
+            placement_group=group, placement_group_bundle_index=self.count)
+            if group is not None else None)  # outside a trial (tests): plain scheduling
+        bundle = group.bundle_specs[self.count] if group is not None else {}
+        actor = ray.remote(FoldWorker).options(
+            num_cpus=bundle.get("CPU", 1), num_gpus=bundle.get("GPU", 0),
+            scheduling_strategy=strategy).remote(self.cfg.to_dict(), self.dataset_uri,
+                                                 pf.fold.name, self.threads)
+        fold = RemoteFold(actor)
+        self.placement[pf.fold.name] = fold.placement
+        return fold
+
+
+class FoldWorker:
+    """One fold's trainer in a Ray actor: it trains on the device Ray assigned to it."""
+
+    def __init__(self, cfg: dict[str, Any], dataset_uri: str, fold: str, threads: int):
+        import ray
+        import torch
+
+        from satn.runner import Experiment
+        from satn.store import open_dataset
+
+        torch.set_num_threads(threads)  # the CPUs Ray gave this fold: no oversubscription
+        config = ExperimentConfig.from_dict(cfg)
+        gpus = ray.get_gpu_ids()
+        device = config.train.device
+        if device == "auto":
+            # Ray limits CUDA_VISIBLE_DEVICES to this fold's GPU: "cuda" is that one;
+            # no GPU assigned means CPU, even on a GPU node
+            device = "cuda" if gpus and torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not gpus:
+            raise ConfigError(f"train.device={device} but Ray gave fold {fold} no GPU "
+                              f"(resources.per_fold.gpu)")
+        config = config.override({"train.device": device})
+        experiment = Experiment(config, open_dataset(dataset_uri), folds=[fold])
+        self.trainer = experiment.trainers[fold]
+        self.placement = {
+            "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
+            "gpu_ids": [str(g) for g in gpus], "threads": torch.get_num_threads(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "device": str(self.trainer.device)}
+
+    def where(self) -> dict[str, Any]:
+        return self.placement
+
+    def step(self):
+        start = time.time()
+        stats = self.trainer.step()
+        best = self.trainer.best if stats.improved else None  # weights travel only when new
+        return stats, best, self.trainer.finished, (start, time.time())
+
+    def state(self) -> dict:
+        return self.trainer.state()
+
+    def load_state(self, state: dict) -> None:
+        self.trainer.load_state(state)
+
+
+class RemoteFold:
+    """What the runner sees of a :class:`FoldWorker`: FoldTrainer's step, best, epoch, history."""
+
+    def __init__(self, actor):
+        import ray
+
+        self.actor = actor
+        self.placement: dict[str, Any] = ray.get(actor.where.remote())
+        self.epoch, self.best, self.history, self._finished = 0, None, [], False
+        self.device = self.placement["device"]
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def step(self):
+        import ray
+
+        stats, best, self._finished, span = ray.get(self.actor.step.remote())
+        self.epoch = stats.epoch
+        self.history.append(stats)
+        if best is not None:
+            self.best = best
+        self.placement.setdefault("epoch_spans", []).append(span)
+        return stats
+
+    def state(self) -> dict:
+        import ray
+
+        return ray.get(self.actor.state.remote())
+
+    def load_state(self, state: dict) -> None:
+        import ray
+
+        ray.get(self.actor.load_state.remote(state))
+        self.epoch, self.best = state["epoch"], state["best"]
+        self.history = list(state["history"])
+
+
 def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
               dataset_uri: str, *, num_samples: int | None = None, epochs: int | None = None,
               name: str | None = None, verbose: int = 1, resume: bool = False) -> SweepResult:
@@ -258,8 +389,10 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
     tracking_uri = runtime.mlflow.tracking_uri or default_tracking_uri()
     n_samples = num_samples or space.num_samples
 
+    bundles = runtime.resources.bundles(count_folds(cfg, dataset_uri))
     started = init_ray(runtime)  # sets Ray's environment before anything imports it
     try:
+        check_resources(bundles, runtime)
         from ray import tune
         from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -287,13 +420,16 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
         else:
             scheduler = FIFOScheduler()
 
-        per_trial = runtime.resources.per_trial
+        res = runtime.resources
+        workers = res.fold_placement == "workers"
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, base=cfg.to_dict(), dataset_uri=dataset_uri,
                                  tracking_uri=tracking_uri, experiment_id=experiment_id,
-                                 sweep=name, fold_workers=runtime.resources.folds_in_parallel,
-                                 threads=max(1, int(per_trial["cpu"]))),
-            per_trial)
+                                 sweep=name, fold_workers=res.folds_in_parallel,
+                                 threads=1 if workers else max(1, int(res.per_trial["cpu"])),
+                                 placement=res.fold_placement,
+                                 fold_threads=res.per_fold.threads),
+            tune.PlacementGroupFactory(bundles, strategy="PACK"))
         if resume:
             # the searcher, scheduler and trials come back from the experiment's own state
             tuner = tune.Tuner.restore(experiment_path, trainable, resume_unfinished=True,
@@ -365,6 +501,61 @@ def run_name(sweep: str, cfg: ExperimentConfig, params: dict[str, Any]) -> str:
 
 def _short(v: Any) -> str:
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def count_folds(cfg: ExperimentConfig, dataset_uri: str) -> int:
+    """How many folds every trial trains (the fold plan depends on the data, not the trial)."""
+    from satn.folds import make_folds
+    from satn.store import open_dataset
+
+    return len(make_folds(open_dataset(dataset_uri).meta, cfg.folds))
+
+
+def check_resources(bundles: list[dict[str, float]], runtime: RuntimeConfig) -> None:
+    """One clear error when a trial's placement group can never be placed.
+
+    Every bundle must fit one node, and on a local Ray the whole group must fit the
+    machine (GPU fractions pack per GPU: 0.4 fits twice on one, not three times).
+    """
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return
+    for kind in ("CPU", "GPU"):
+        need = max(b.get(kind, 0) for b in bundles)
+        most = max(n.get(kind, 0) for n in nodes)
+        if need > most and runtime.ray.address == "local":
+            raise ConfigError(f"resources: a fold needs {need:g} {kind} but this machine has "
+                              f"{most:g} (ray_config.yaml resources.per_fold)")
+    if runtime.ray.address != "local":
+        return  # an autoscaling cluster may add nodes: Ray waits for them
+    total = {k: sum(n.get(k, 0) for n in nodes) for k in ("CPU", "GPU")}
+    cpu = sum(b.get("CPU", 0) for b in bundles)
+    fractions = [b.get("GPU", 0) for b in bundles if 0 < b.get("GPU", 0) < 1]
+    whole = sum(b.get("GPU", 0) for b in bundles if b.get("GPU", 0) >= 1)
+    gpus = whole + _gpus_to_pack(fractions)
+    if cpu > total["CPU"] + 1e-9:
+        raise ConfigError(
+            f"resources: one trial needs {cpu:g} CPUs ({len(bundles) - 1} folds x "
+            f"per_fold.cpu + driver_cpu) but Ray has {total['CPU']:g}; lower "
+            f"resources.per_fold.cpu (fractions are fine) or use fold_placement: threads")
+    if gpus > total["GPU"]:
+        raise ConfigError(f"resources: one trial needs {gpus:g} GPU(s) to pack its folds "
+                          f"(per_fold.gpu) but Ray has {total['GPU']:g}")
+
+
+def _gpus_to_pack(fractions: list[float]) -> int:
+    """GPUs needed to hold these fractional shares, first fit decreasing (as Ray packs them)."""
+    free: list[float] = []
+    for f in sorted(fractions, reverse=True):
+        for i, room in enumerate(free):
+            if room + 1e-9 >= f:
+                free[i] -= f
+                break
+        else:
+            free.append(1.0 - f)
+    return len(free)
 
 
 def concurrency(space: SearchSpace, n_samples: int, configured: int | None) -> int | None:

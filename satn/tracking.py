@@ -182,6 +182,10 @@ class MlflowObserver:
             # each loss term by name (L_SER, L_AT, ...), on both sides, beside the totals
             metrics.update({f"train_loss_{k}": v for k, v in s.train_losses.items()})
             metrics.update({f"dev_loss_{k}": v for k, v in s.dev_losses.items()})
+            where = experiment.placement.get(name)
+            if where and epoch == 1:  # which worker, node and GPU trained it, and when
+                self.client.set_tag(self.fold_runs[name], "satn.placement",
+                                    json.dumps(where, default=str))
             self.client.log_batch(self.fold_runs[name], metrics=[
                 Metric(k, float(v), now, epoch) for k, v in metrics.items()])
             if s.improved:
