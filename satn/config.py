@@ -321,6 +321,9 @@ class TrainConfig:
     max_frames: int | None = 750  # random crop of long training utterances (eval: full)
     patience: int | None = None  # stop a fold after this many epochs without dev UA gain
     bucket_width: int = 50  # frames per length bucket
+    # GPU runs bit for bit: deterministic kernels, no cuDNN autotuning, no TF32 (slower;
+    # benchmarks/README.md). CPU runs are deterministic either way.
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         _check("train", {

@@ -11,6 +11,7 @@ No Ray or MLflow here: callers observe progress through ``FoldTrainer.step``.
 from __future__ import annotations
 
 import copy
+import os
 import random
 import time
 from collections.abc import Sequence
@@ -33,6 +34,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def use_deterministic(on: bool) -> None:
+    """Deterministic GPU kernels for this process (``train.deterministic``).
+
+    cuBLAS needs its workspace setting before CUDA starts; cuDNN must not pick
+    kernels by timing; TF32 matmuls round differently from run to run of a search.
+    """
+    if not on:
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 @dataclass
@@ -172,6 +189,7 @@ class FoldTrainer:
     def __init__(self, model: nn.Module, data: FoldData, cfg: TrainConfig,
                  device: torch.device | None = None, aux: Sequence[AuxLoss] = ()):
         self.data, self.cfg = data, cfg
+        use_deterministic(cfg.deterministic)
         self.aux = tuple(aux)
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)

@@ -147,3 +147,23 @@ def test_device_names_resolve_or_say_what_is_wrong():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="'cuda:1' requested but CUDA is not available"):
             resolve_device("cuda:1")
+
+
+def test_deterministic_training_switches_the_process_to_deterministic_kernels():
+    """It changes process-wide torch state, so it runs in a process of its own."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import os, torch
+        from satn.config import TrainConfig
+        from satn.engine import use_deterministic
+        before = torch.are_deterministic_algorithms_enabled()
+        use_deterministic(TrainConfig(deterministic=True).deterministic)
+        print(before, torch.are_deterministic_algorithms_enabled(),
+              torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32,
+              os.environ["CUBLAS_WORKSPACE_CONFIG"])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "False", "False", ":4096:8"]
