@@ -11,7 +11,9 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+# ../shared/corpora beside the checkout; SATN_SHARED_CORPORA names it elsewhere (a worktree)
+SHARED_CORPORA = Path(os.environ.get("SATN_SHARED_CORPORA")
+                      or Path(__file__).resolve().parents[2] / "shared" / "corpora")
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Utterance:
-    """One labelled utterance of a corpus.
+    """One utterance of a corpus.
 
     ``label`` is the class after the protocol's label map (e.g. ``exc`` ->
-    ``hap``); ``raw_label`` is what the corpus says. ``session`` is the group
+    ``hap``), or None in a corpus without emotion labels (ARCTIC: transcripts
+    only, for the ASR teacher); ``raw_label`` is what the corpus says. ``session`` is the group
     that leave-one-group-out folds hold out (IEMOCAP session, RAVDESS actor
     group, a manifest's session column, or the speaker when there is none).
     """
@@ -19,7 +20,7 @@ class Utterance:
     path: str
     speaker: str
     session: str
-    label: str
+    label: str | None  # None: unlabelled corpus
     gender: str | None = None  # "F" | "M" | None
     transcript: str | None = None
     improvised: bool | None = None
@@ -45,7 +46,7 @@ class CorpusLoad:
     def summary(self) -> str:
         from collections import Counter
 
-        counts = Counter(u.label for u in self.utterances)
+        counts = Counter(u.label or "unlabelled" for u in self.utterances)
         parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         return f"{len(self.utterances)} utterances ({parts}); {len(self.problems)} problem(s)"
 
