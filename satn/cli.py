@@ -328,8 +328,7 @@ def teacher(config_path, corpus, root, protocol, sets, runtime_path, teacher_pat
 
         uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
         exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
-        params = {f"data.{k}": v for k, v in cfg.flat().items() if k.startswith("data.")}
-        params |= {k: v for k, v in cfg.flat().items() if k.startswith("features.")}
+        params = {k: v for k, v in cfg.flat().items() if k.startswith(("data.", "features."))}
         tracker = TeacherMlflowObserver(uri, exp_id, run_name=f"teacher/{cfg.data.corpus}",
                                         params={**params, "features.key": info.key},
                                         tags={"satn.entry": "satn teacher",

@@ -9,6 +9,8 @@ Definitions, fixed here once (papers often swap the names; satn does not):
   (as ``sklearn.metrics.f1_score(average="macro")``); a class with no true
   positive scores 0.
 - **confusion**: ``(C, C)`` counts, rows = true class, columns = predicted.
+- **WER / PER** (SATN Eq. 13) = (substitutions + deletions + insertions) / reference
+  tokens, pooled over utterances (:func:`error_rate`).
 """
 
 from __future__ import annotations

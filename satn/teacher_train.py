@@ -59,6 +59,9 @@ class TeacherTrainConfig:
     eval_decode: str = "greedy"  # per-epoch evaluation (beam is slow on a CPU)
     eval_max: int | None = None  # per-epoch: at most this many held-out utterances
     bucket_width: int = 50
+    # stop after the first epoch that ends past this many seconds of training (a CPU
+    # run with a fixed time budget); None: all epochs
+    time_budget_s: float | None = None
 
     def __post_init__(self) -> None:
         _check("teacher", {
@@ -79,6 +82,8 @@ class TeacherTrainConfig:
             "eval_max": (self.eval_max is None or self.eval_max >= 1,
                          f"must be at least 1 or none, not {self.eval_max}"),
             "bucket_width": (self.bucket_width >= 1, f"must be at least 1, not {self.bucket_width}"),
+            "time_budget_s": (self.time_budget_s is None or self.time_budget_s > 0,
+                              f"must be > 0 or none, not {self.time_budget_s}"),
         })
 
 
@@ -198,7 +203,7 @@ def _collate(arrays: list[np.ndarray], targets: list[tuple[int, ...]]
     lengths = torch.tensor([len(a) for a in arrays])
     x = torch.zeros(len(arrays), int(lengths.max()), arrays[0].shape[-1])
     for i, a in enumerate(arrays):
-        x[i, : len(a)] = torch.from_numpy(np.asarray(a, dtype=np.float32))
+        x[i, : len(a)] = torch.tensor(np.asarray(a, dtype=np.float32))  # store arrays: read-only
     t_len = torch.tensor([len(t) for t in targets])
     y = torch.full((len(targets), int(t_len.max())), PAD_ID, dtype=torch.long)
     for i, t in enumerate(targets):
@@ -214,7 +219,7 @@ def teacher_loss(model: ASRTeacher, x: Tensor, lengths: Tensor, y: Tensor, y_len
     if ctc_weight > 0:
         log_probs = out.ctc_logits.log_softmax(-1).transpose(0, 1)  # (T, B, V)
         # CTC targets: the phonemes and boundaries, no <eos>; <pad> (never a target) is the blank
-        ctc = nn.functional.ctc_loss(log_probs, y.masked_fill(y == EOS_ID, PAD_ID), lengths,
+        ctc = nn.functional.ctc_loss(log_probs, y.masked_fill(y == EOS_ID, PAD_ID), out.lengths,
                                      y_len - 1, blank=PAD_ID, zero_infinity=True)
         loss = (1 - ctc_weight) * loss + ctc_weight * ctc
     return loss
@@ -362,6 +367,8 @@ def train_teacher(dataset, cfg: TeacherTrainConfig,
         history.append(ep)
         for obs in observers:
             obs.on_epoch(ep)
+        if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+            break
     final = recognise(model, data.heldout, lexicon, decode=cfg.decode,
                       beam_width=cfg.beam_width, batch_size=cfg.batch_size, device=device)
     use_generator(model, None)

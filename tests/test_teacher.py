@@ -136,9 +136,12 @@ def test_teacher_overfits_a_handful_of_utterances():
     result = train_teacher(_fake(), cfg)
     assert result.data.split["n_train"] == 5 and result.data.split["n_heldout"] == 1
     assert result.epochs[-1].train_loss < result.epochs[0].train_loss / 20
-    rec = recognise(result.model, result.data.train, result.lexicon, device="cpu")
-    assert rec.per <= 0.05, rec.examples
-    assert rec.wer <= 0.2, rec.examples
+    for decode in ("greedy", "beam"):
+        rec = recognise(result.model, result.data.train, result.lexicon, decode=decode,
+                        beam_width=3, device="cpu")
+        assert rec.n == 5 and rec.phonemes == 25  # a cat, the dog ran, go home, yes, we sat
+        assert rec.per <= 0.05, rec.examples
+        assert rec.wer <= 0.2, rec.examples
 
 
 def test_split_holds_out_speakers_and_whole_prompts():
@@ -209,3 +212,18 @@ def test_wrong_or_damaged_files_fail_clearly(tmp_path):
     torch.save(blob, tmp_path / "cut.pt")
     with pytest.raises(TeacherFileError, match="damaged"):
         load_teacher(tmp_path / "cut.pt")
+
+
+# ---------------------------------------------------------------- error rates
+
+
+def test_error_rate_is_edits_over_reference_length():
+    from satn.metrics import error_rate
+
+    refs = [["the", "cat", "sat"], ["a", "dog"]]
+    assert error_rate(refs, refs).rate == 0.0
+    r = error_rate(refs, [["the", "bat", "sat", "down"], []])  # 1 S + 1 I, then 2 D
+    assert (r.errors, r.n) == (4, 5) and r.rate == pytest.approx(0.8)
+    assert error_rate([["x"]], [["a", "b", "c"]]).rate == 3.0  # insertions can pass 1
+    with pytest.raises(ValueError):
+        error_rate(refs, [])

@@ -5,7 +5,8 @@ self-attention block (one head, d_k = channels, residual + LayerNorm). Decoder:
 an LSTM (256 units) with soft additive attention over the encoder (Bahdanau:
 energy ``v^T tanh(W_k h_t + W_q s)``, softmax over valid frames), emitting
 phoneme tokens of :mod:`satn.phonemes`; teacher forcing in training, greedy or
-beam search at inference. With ``ctc_head`` a linear CTC head on the encoder
+beam search at inference. The decoder reads the encoder averaged over
+``decoder_stride`` frames (cheaper attention; the maps keep the full rate). With ``ctc_head`` a linear CTC head on the encoder
 joins the loss (joint CTC-attention, Kim et al. 2017): a departure from the
 paper, off by default, that makes the attention learn to align much sooner on
 small corpora.
@@ -35,14 +36,18 @@ from satn.models.tcn import TCN
 class TeacherModelConfig:
     """Sizes of the ASR teacher (SATN 4.3: 5 one-convolution layers, an LSTM of 256)."""
 
-    channels: int = 128
+    channels: int = 64  # as the SER TCN's default (the paper gives no teacher width)
     kernel_size: int = 3
     dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
     causal: bool = False  # the teacher reads whole utterances: both sides of each frame
     dropout: float = 0.1
     decoder_units: int = 256
-    attention_dim: int = 128
+    attention_dim: int = 64
     embed_dim: int = 64
+    # the decoder (and CTC head) read the encoder averaged over windows of this many
+    # frames: additive attention costs B x T x attention_dim per output step, and 10 ms
+    # frames are far finer than phonemes; the maps keep the full frame rate
+    decoder_stride: int = 4
     ctc_head: bool = False
 
     def __post_init__(self) -> None:
@@ -55,17 +60,21 @@ class TeacherModelConfig:
             "decoder_units": (self.decoder_units >= 1, f"must be at least 1, not {self.decoder_units}"),
             "attention_dim": (self.attention_dim >= 1, f"must be at least 1, not {self.attention_dim}"),
             "embed_dim": (self.embed_dim >= 1, f"must be at least 1, not {self.embed_dim}"),
+            "decoder_stride": (self.decoder_stride >= 1,
+                               f"must be at least 1, not {self.decoder_stride}"),
         })
 
 
 @dataclass
 class TeacherOutput:
-    """Training outputs. logits: (B, U, V) per target step; ctc_logits: (B, T, V) or None;
-    alignment: (B, U, T) decoder attention weights."""
+    """Training outputs. logits: (B, U, V) per target step; ctc_logits: (B, T', V) or None
+    over the pooled frames (T' = ceil(T / decoder_stride)), valid up to ``lengths`` (B,);
+    alignment: (B, U, T') decoder attention weights."""
 
     logits: Tensor
     ctc_logits: Tensor | None
     alignment: Tensor
+    lengths: Tensor
 
 
 class _SelfAttention(nn.Module):
@@ -134,6 +143,23 @@ class ASRTeacher(nn.Module):
         maps["encoder.attention"] = attn
         return y, maps
 
+    def memory(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """What the decoder reads: the encoder output pooled by ``decoder_stride``.
+
+        -> (B, T', C) with T' = ceil(T / stride), zero past each pooled length;
+        (B,) pooled lengths; the named maps at the full frame rate. Windows start at
+        frame 0 and average valid frames only, so padding changes nothing.
+        """
+        enc, maps = self.encode(x, lengths)
+        s = self.cfg.decoder_stride
+        if s == 1:
+            return enc, lengths, maps
+        b, t, c = enc.shape
+        pad = (-t) % s
+        enc = nn.functional.pad(enc, (0, 0, 0, pad)).view(b, (t + pad) // s, s, c).sum(2)
+        valid = length_mask(lengths, t + pad).view(b, -1, s).sum(2).clamp(min=1)  # (B, T')
+        return enc / valid[..., None].to(enc.dtype), (lengths + s - 1) // s, maps
+
     def maps(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         """Named encoder maps of raw features x: (B, T, F), lengths: (B,).
 
@@ -166,8 +192,8 @@ class ASRTeacher(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor, targets: Tensor) -> TeacherOutput:
         """Teacher forcing. x: (B, T, F) raw, lengths: (B,), targets: (B, U) token ids
         ending in ``<eos>``, padded with anything (the loss masks it) -> logits (B, U, V)."""
-        enc, _ = self.encode(x, lengths)
-        mask = length_mask(lengths, x.shape[1])
+        enc, lengths, _ = self.memory(x, lengths)
+        mask = length_mask(lengths, enc.shape[1])
         keys = self.key(enc)
         prev = torch.cat([targets.new_full((targets.shape[0], 1), self.sos_id), targets[:, :-1]], 1)
         state = self._start(x.shape[0], enc)
@@ -177,17 +203,16 @@ class ASRTeacher(nn.Module):
             logits.append(out)
             align.append(a)
         ctc = self.ctc(enc) if self.ctc is not None else None
-        return TeacherOutput(torch.stack(logits, 1), ctc, torch.stack(align, 1))
+        return TeacherOutput(torch.stack(logits, 1), ctc, torch.stack(align, 1), lengths)
 
     @torch.no_grad()
     def greedy(self, x: Tensor, lengths: Tensor, max_len: int | None = None) -> list[list[int]]:
         """Most likely token at each step, per utterance, without ``<eos>``."""
-        enc, _ = self.encode(x, lengths)
-        mask = length_mask(lengths, x.shape[1])
+        limits = [max_len or _max_len(int(n)) for n in lengths]  # per utterance: batch-blind
+        enc, lengths, _ = self.memory(x, lengths)
+        mask = length_mask(lengths, enc.shape[1])
         keys = self.key(enc)
         b = x.shape[0]
-        # each utterance's own limit, so that its output never depends on its batch mates
-        limits = [max_len or _max_len(int(n)) for n in lengths]
         tokens = torch.full((b,), self.sos_id, dtype=torch.long, device=x.device)
         state = self._start(b, enc)
         out: list[list[int]] = [[] for _ in range(b)]
@@ -210,13 +235,13 @@ class ASRTeacher(nn.Module):
     def beam(self, x: Tensor, lengths: Tensor, width: int = 4, max_len: int | None = None,
              length_penalty: float = 1.0) -> list[list[int]]:
         """Beam search per utterance; hypotheses ranked by log-probability / length**penalty."""
-        enc_all, _ = self.encode(x, lengths)
+        enc_all, pooled, _ = self.memory(x, lengths)
         keys_all = self.key(enc_all)
         results = []
         for i in range(x.shape[0]):
-            t = int(lengths[i])
+            t = int(pooled[i])
             enc, keys = enc_all[i : i + 1, :t], keys_all[i : i + 1, :t]
-            results.append(self._beam_one(enc, keys, width, max_len or _max_len(t),
+            results.append(self._beam_one(enc, keys, width, max_len or _max_len(int(lengths[i])),
                                           length_penalty))
         return results
 
