@@ -363,3 +363,17 @@ def find_teacher(tracking_uri: str, run_id: str, dest: str | Path) -> Path:
         raise FileNotFoundError(f"MLflow run {run_id} ({run.info.run_name}) has no "
                                 f"{TEACHER_ARTIFACT}: not a `satn teacher` run")
     return Path(client.download_artifacts(run_id, TEACHER_ARTIFACT, str(dest)))
+
+
+def teacher_path(ref: str | Path, tracking_uri: str | None, dest: str | Path) -> Path:
+    """A teacher reference -> a local teacher file: ``ref`` itself when it is a file,
+    else the teacher of MLflow run ``ref`` downloaded into ``dest``."""
+    if Path(ref).is_file():
+        return Path(ref)
+    try:
+        return find_teacher(tracking_uri or default_tracking_uri(), str(ref), dest)
+    except Exception as e:  # unknown run id, unreachable store, not a teacher run
+        from satn.teacher_io import TeacherFileError
+
+        raise TeacherFileError(f"teacher {str(ref)!r} is neither a teacher file nor an MLflow "
+                               f"run with one ({e})") from e

@@ -65,7 +65,8 @@ def test_satn_teacher_trains_on_the_demo_corpus_and_logs_to_mlflow(tmp_path):
 
     from mlflow.tracking import MlflowClient
 
-    from satn.tracking import find_teacher
+    from satn.teacher_io import TeacherFileError
+    from satn.tracking import find_teacher, teacher_path
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = out.split("MLflow run ")[1].split()[0]
@@ -77,6 +78,10 @@ def test_satn_teacher_trains_on_the_demo_corpus_and_logs_to_mlflow(tmp_path):
     assert "final_wer" in run.data.metrics
     fetched = find_teacher(uri, run_id, tmp_path / "dl")
     assert fetched.read_bytes() == path.read_bytes()
+    assert teacher_path(path, uri, tmp_path / "dl2") == path
+    assert teacher_path(run_id, uri, tmp_path / "dl2").read_bytes() == path.read_bytes()
+    with pytest.raises(TeacherFileError, match="neither a teacher file nor"):
+        teacher_path("0123456789abcdef", uri, tmp_path / "dl3")
 
 
 def test_satn_teacher_in_process_on_a_small_arctic_layout(tmp_path):
