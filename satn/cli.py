@@ -349,7 +349,8 @@ def teacher(config_path, corpus, root, protocol, sets, runtime_path, teacher_pat
     f = result.final
     click.echo(f"held out ({f.n} utterances, {f.decode} decoding): PER {f.per:.3f} "
                f"({f.phoneme_errors}/{f.phonemes})  WER {f.wer:.3f} ({f.word_errors}/{f.words});"
-               f" {f.ambiguous} of {f.groups} decoded words ambiguous, {f.unknown} unknown")
+               f" {f.ambiguous} of {f.groups} decoded words ambiguous, {f.unknown} unknown; "
+               f"WER of the look-up alone (reference phonemes -> words) {f.lookup_wer:.3f}")
     click.echo(f"teacher file: {path.resolve()}")
     if tracker is not None:
         from satn.tracking import ui_hint

@@ -243,6 +243,9 @@ class Recognition:
     unknown: int  # of which no dictionary word has
     n: int  # utterances
     decode: str
+    # WER of words looked up from the *reference* phonemes: what the way back from
+    # phonemes to words (homophones, spelled OOV words) costs even with perfect phonemes
+    lookup_wer: float = float("nan")
     examples: tuple[tuple[str, str, str], ...] = ()  # (id, reference, hypothesis) words
 
     def to_dict(self) -> dict:
@@ -256,7 +259,7 @@ def recognise(model: ASRTeacher, side: Side, lexicon: Lexicon, *, decode: str = 
               n_examples: int = 5) -> Recognition:
     """Decode every utterance of ``side``; phoneme and word error rates against its targets."""
     model.eval()
-    ref_ph, hyp_ph, ref_w, hyp_w, ids = [], [], [], [], []
+    ref_ph, hyp_ph, ref_w, hyp_w, ids, oracle_w = [], [], [], [], [], []
     groups = ambiguous = unknown = 0
     for idx, (x, lengths, _, _) in _batches(side, batch_size, shuffle=False, seed=0, epoch=0,
                                             bucket_width=50):
@@ -270,13 +273,15 @@ def recognise(model: ASRTeacher, side: Side, lexicon: Lexicon, *, decode: str = 
             groups, ambiguous, unknown = (groups + d.groups, ambiguous + d.ambiguous,
                                           unknown + d.unknown)
             ref_w.append(list(side.words[i]))
+            oracle_w.append(list(lexicon.decode(side.targets[i]).words))
             hyp_w.append(list(d.words))
             ids.append(side.ids[i])
     per, wer = error_rate(ref_ph, hyp_ph), error_rate(ref_w, hyp_w)
     order = sorted(range(len(ids)), key=lambda k: ids[k])[:n_examples]
     examples = tuple((ids[k], " ".join(ref_w[k]), " ".join(hyp_w[k])) for k in order)
     return Recognition(per.rate, wer.rate, per.errors, per.n, wer.errors, wer.n, groups,
-                       ambiguous, unknown, len(ids), decode, examples)
+                       ambiguous, unknown, len(ids), decode,
+                       lookup_wer=error_rate(ref_w, oracle_w).rate, examples=examples)
 
 
 @torch.no_grad()

@@ -327,7 +327,8 @@ class TeacherMlflowObserver:
         now = _now_ms()
         metrics = {"final_per": final.per, "final_wer": final.wer,
                    "final_ambiguous_rate": final.ambiguous / max(final.groups, 1),
-                   "final_unknown_rate": final.unknown / max(final.groups, 1)}
+                   "final_unknown_rate": final.unknown / max(final.groups, 1),
+                   "final_lookup_wer": final.lookup_wer}
         self.client.log_batch(self.run_id, metrics=[
             Metric(k, float(v), now, 0) for k, v in metrics.items()])
         with tempfile.TemporaryDirectory() as tmp:

@@ -142,6 +142,7 @@ def test_teacher_overfits_a_handful_of_utterances():
         assert rec.n == 5 and rec.phonemes == 25  # a cat, the dog ran, go home, yes, we sat
         assert rec.per <= 0.05, rec.examples
         assert rec.wer <= 0.2, rec.examples
+        assert rec.lookup_wer == 0.0  # five unambiguous-enough words, counted from training
 
 
 def test_split_holds_out_speakers_and_whole_prompts():
