@@ -148,6 +148,10 @@ def expand_number(token: str) -> list[str]:
         words = year(n)
     else:
         words = cardinal(n)
+    if dollar and frac and len(frac) == 3:  # $3.50: three dollars fifty cents
+        cents = int(frac[1:])
+        words.append("dollar" if n == 1 else "dollars")
+        return words + ([*cardinal(cents), "cent" if cents == 1 else "cents"] if cents else [])
     if frac:
         words += ["point", *(_ONES[int(d)] for d in frac[1:])]
     if dollar:

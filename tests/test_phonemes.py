@@ -88,6 +88,7 @@ def test_normalisation_case_punctuation_apostrophes_hyphens_tags():
     ("1,000,000 people", "one million people"),
     ("3.5 percent or 50%", "three point five percent or fifty percent"),
     ("$20 for the 1st and 2nd and 3rd", "twenty dollars for the first and second and third"),
+    ("$3.50 or $1.01 or $1", "three dollars fifty cents or one dollar one cent or one dollar"),
     ("12 people", "twelve people"),
 ])
 def test_numbers_are_expanded(text, words):

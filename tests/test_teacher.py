@@ -228,3 +228,14 @@ def test_error_rate_is_edits_over_reference_length():
     assert error_rate([["x"]], [["a", "b", "c"]]).rate == 3.0  # insertions can pass 1
     with pytest.raises(ValueError):
         error_rate(refs, [])
+
+
+def test_every_teacher_config_in_the_repo_loads_and_builds(repo_root):
+    from satn.config import from_dict, load_yaml
+
+    files = sorted((repo_root / "experiments" / "teachers").glob("*.yaml"))
+    assert files
+    for f in files:
+        cfg = from_dict(TeacherTrainConfig, load_yaml(f))
+        model = ASRTeacher(120, len(TOKENS), cfg.model)
+        assert len(model.maps(torch.randn(1, 20, 120), torch.tensor([20]))) == 6
