@@ -51,6 +51,16 @@ class LoadedTeacher:
     tokens: tuple[str, ...]
     meta: dict[str, Any]
 
+    def check_features(self, features: FeatureConfig) -> None:
+        """Raise :class:`TeacherFileError` unless ``features`` (a student's dataset) are the
+        features the teacher was trained on: its maps mean nothing on other inputs."""
+        mine, theirs = to_dict(self.features), to_dict(features)
+        diff = [f"{k}: teacher {mine[k]!r}, dataset {theirs[k]!r}"
+                for k in mine if mine[k] != theirs.get(k)]
+        if diff:
+            raise TeacherFileError("the teacher was trained on other features (" + "; ".join(diff)
+                                   + "): extract the student's features with the same settings")
+
     @property
     def map_names(self) -> tuple[str, ...]:
         """Keys of ``model.maps(x, lengths)``."""

@@ -184,6 +184,9 @@ def test_save_load_round_trip_gives_identical_maps_and_a_frozen_model(tmp_path):
     assert loaded.lexicon.oov == "skip" and loaded.lexicon.word_counts == {"cat": 3}
     assert loaded.meta["report"]["per"] == 0.5
     assert loaded.map_names == KEYS
+    loaded.check_features(FeatureConfig(n_mels=4))
+    with pytest.raises(TeacherFileError, match="n_mels: teacher 4, dataset 40"):
+        loaded.check_features(FeatureConfig())
     assert not loaded.model.training
     assert not any(p.requires_grad for p in loaded.model.parameters())
     x, lengths = _batch()
