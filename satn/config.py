@@ -28,7 +28,7 @@ class ConfigError(InputError):
     """A configuration value is missing, unknown or of the wrong kind."""
 
 
-CORPORA = ("demo", "iemocap", "ravdess", "manifest")
+CORPORA = ("demo", "iemocap", "ravdess", "manifest", "arctic")
 PROTOCOLS = ("satn", "full")
 FEATURE_KINDS = ("logmel", "spectrogram_segments")
 FOLD_SCHEMES = ("loso", "speaker_kfold", "heldout_speakers")
@@ -59,7 +59,7 @@ DEFAULT_CLASSES = ("neu", "hap", "sad", "ang")
 class DataConfig:
     """Which corpus, and how its labels become classes."""
 
-    corpus: str = "demo"  # demo | iemocap | ravdess | manifest
+    corpus: str = "demo"  # demo | iemocap | ravdess | manifest | arctic (unlabelled)
     root: str = ""  # corpus root (demo: where it is generated); manifest: the CSV/TSV file
     protocol: str = "satn"  # iemocap: satn (improvised, 4 classes) | full (impro + scripted)
     classes: tuple[str, ...] = DEFAULT_CLASSES

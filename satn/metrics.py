@@ -9,6 +9,8 @@ Definitions, fixed here once (papers often swap the names; satn does not):
   (as ``sklearn.metrics.f1_score(average="macro")``); a class with no true
   positive scores 0.
 - **confusion**: ``(C, C)`` counts, rows = true class, columns = predicted.
+- **WER / PER** (SATN Eq. 13) = (substitutions + deletions + insertions) / reference
+  tokens, pooled over utterances (:func:`error_rate`).
 """
 
 from __future__ import annotations
@@ -176,3 +178,33 @@ def format_confusion(matrix: np.ndarray, classes: Sequence[str], digits: int = 2
     for name, row in zip(names, cells, strict=True):
         lines.append(name.ljust(first) + "".join(" " + v.rjust(width) for v in row))
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- recognition error rates
+
+
+@dataclass(frozen=True)
+class ErrorRate:
+    """Word or phoneme error rate (SATN Eq. 13): (S + D + I) / N over a set of utterances.
+
+    ``errors`` = S + D + I summed over utterances (Levenshtein distance of each
+    hypothesis to its reference), ``n`` = reference tokens in all; ``rate`` can
+    exceed 1 when hypotheses insert much.
+    """
+
+    errors: int
+    n: int
+
+    @property
+    def rate(self) -> float:
+        return self.errors / self.n if self.n else float("nan")
+
+
+def error_rate(refs: Sequence[Sequence[str]], hyps: Sequence[Sequence[str]]) -> ErrorRate:
+    """Pooled error rate of token sequences (words, or phonemes), reference by reference."""
+    from torchaudio.functional import edit_distance
+
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    errors = sum(edit_distance(list(r), list(h)) for r, h in zip(refs, hyps, strict=True))
+    return ErrorRate(int(errors), sum(len(r) for r in refs))

@@ -91,6 +91,9 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
     """Split ``dataset`` (a ``satn.store.FeatureDataset``) into normalised fold datasets."""
     meta = dataset.meta
     classes = tuple(cfg.data.classes)
+    if meta["label"].isna().any():  # e.g. ARCTIC: transcripts for the ASR teacher, no emotions
+        raise ConfigError(f"{meta['label'].isna().sum()} utterance(s) of this dataset have no "
+                          f"emotion label: an unlabelled corpus cannot train a classifier")
     unknown = sorted(set(meta["label"]) - set(classes))
     if unknown:
         raise ConfigError(f"dataset labels {unknown} are not among data.classes {list(classes)}")

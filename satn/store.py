@@ -466,7 +466,7 @@ def _write_shard(
         "file": rel,
         "rows": table.num_rows,
         "sha256": digest,
-        "labels": sorted({u.label for u in utts}),
+        "labels": sorted({u.label for u in utts if u.label is not None}),  # None: unlabelled
         "problems": [dataclasses.asdict(p) for p in problems],
     }
     _write_bytes(fs, _join(partial, _PROGRESS, f"part-{k:05d}.json"), _json_bytes(note))

@@ -236,10 +236,8 @@ def load_teacher(cfg: TransferConfig, variant: str, data_features: FeatureConfig
     if not cfg.teacher:
         raise ConfigError(f"model.variant {variant} trains with attention transfer: set "
                           f"transfer.teacher to a saved ASR teacher (satn teacher)")
-    try:
-        from satn.teacher_io import load_teacher as read_teacher
-    except ImportError as e:
-        raise ConfigError(f"transfer.teacher: this satn cannot read teachers ({e})") from e
+    from satn.teacher_io import load_teacher as read_teacher
+
     try:
         loaded = read_teacher(cfg.teacher, device=device)
     except FileNotFoundError as e:

@@ -1,11 +1,14 @@
 """Shared test fixtures. No environment is prepared here: satn must set what Ray and
 MLflow need itself, the way a user's shell runs it (see tests/test_exposure.py)."""
 
+import os
 from pathlib import Path
 
 import pytest
 
-SHARED_CORPORA = Path(__file__).resolve().parents[2] / "shared" / "corpora"
+# ../shared/corpora beside the checkout; SATN_SHARED_CORPORA names it elsewhere (a worktree)
+SHARED_CORPORA = Path(os.environ.get("SATN_SHARED_CORPORA")
+                      or Path(__file__).resolve().parents[2] / "shared" / "corpora")
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@
 - ``demo``: satn's generated corpus, in the IEMOCAP layout (loaded as IEMOCAP, tagged
   ``demo``; it must already have been generated at ``root``);
 - ``ravdess``: RAVDESS speech (``root`` holds ``Actor_NN`` folders);
-- ``manifest``: any corpus described by a CSV/TSV file (``root`` = that file).
+- ``manifest``: any corpus described by a CSV/TSV file (``root`` = that file);
+- ``arctic``: CMU ARCTIC read speech with transcripts, unlabelled (for the ASR teacher).
 
 Loaders only check that audio files exist; they never read audio.
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from satn.config import ConfigError, DataConfig
+from satn.corpora.arctic import load_arctic
 from satn.corpora.base import CorpusLoad, Problem, Utterance
 from satn.corpora.iemocap import load_iemocap
 from satn.corpora.manifest import load_manifest
@@ -52,6 +54,7 @@ LOADERS: Mapping[str, Callable[[DataConfig], CorpusLoad]] = MappingProxyType(
         "demo": _iemocap_layout("demo"),
         "ravdess": _ravdess,
         "manifest": _manifest,
+        "arctic": lambda cfg: load_arctic(cfg.root),
     }
 )
 

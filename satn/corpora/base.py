@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Utterance:
-    """One labelled utterance of a corpus.
+    """One utterance of a corpus.
 
     ``label`` is the class after the protocol's label map (e.g. ``exc`` ->
-    ``hap``); ``raw_label`` is what the corpus says. ``session`` is the group
+    ``hap``), or None in a corpus without emotion labels (ARCTIC: transcripts
+    only, for the ASR teacher); ``raw_label`` is what the corpus says. ``session`` is the group
     that leave-one-group-out folds hold out (IEMOCAP session, RAVDESS actor
     group, a manifest's session column, or the speaker when there is none).
     """
@@ -21,7 +22,7 @@ class Utterance:
     path: str
     speaker: str
     session: str
-    label: str
+    label: str | None  # None: unlabelled corpus
     gender: str | None = None  # "F" | "M" | None
     transcript: str | None = None
     improvised: bool | None = None
@@ -65,7 +66,7 @@ class CorpusLoad:
         self.unknown[raw] += 1
 
     def summary(self) -> str:
-        counts = Counter(u.label for u in self.utterances)
+        counts = Counter(u.label or "unlabelled" for u in self.utterances)
         parts = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         text = f"{len(self.utterances)} utterances ({parts}); {len(self.problems)} problem(s)"
         for counter, what in ((self.left_out, "labels not in the protocol"),
