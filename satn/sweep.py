@@ -445,7 +445,7 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=verbose,
                     failure_config=tune.FailureConfig(max_failures=runtime.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
             )
         results = list(tuner.fit())
     finally:

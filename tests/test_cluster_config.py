@@ -32,10 +32,15 @@ def test_schema_check_is_not_vacuous(repo_root):
 def test_runtime_resources_fit_a_gpu_worker(repo_root):
     from satn.config import RuntimeConfig
 
+    from satn.sweep import _gpus_to_pack
+
     runtime = RuntimeConfig.from_yaml(repo_root / "cluster" / "runtime.yaml")
     worker = _load(repo_root)["available_node_types"]["gpu_worker"]["resources"]
-    trial = runtime.resources.per_trial
-    assert trial["cpu"] <= worker["CPU"] and trial["gpu"] <= worker["GPU"]
+    assert runtime.resources.fold_placement == "workers"  # Ray places every fold
+    bundles = runtime.resources.bundles(5)
+    # the trial packs onto one GPU worker: its CPUs, and its folds' GPU shares
+    assert sum(b.get("CPU", 0) for b in bundles) <= worker["CPU"]
+    assert _gpus_to_pack([b["GPU"] for b in bundles if "GPU" in b]) <= worker["GPU"]
 
 
 def test_cluster_exposes_nothing_but_ssh_and_authenticates_everything(repo_root):
