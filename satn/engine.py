@@ -55,6 +55,14 @@ class EpochStats:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    scores: Scores
+    loss: float
+    probs: np.ndarray  # (N, C)
+    ids: list[str]
+
+
 @dataclass
 class Best:
     """The epoch of the best dev UA so far, with what it scored and its weights."""
@@ -64,14 +72,8 @@ class Best:
     test: Scores
     state_dict: dict[str, Tensor]
     attention: dict[str, np.ndarray] = field(default_factory=dict)  # id -> (H, T, T)
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    scores: Scores
-    loss: float
-    probs: np.ndarray  # (N, C)
-    ids: list[str]
+    # "dev" / "test" -> that epoch's per-utterance probabilities (satn.predictions)
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
 
 
 def class_weights(labels: list[int], n_classes: int) -> Tensor:
@@ -175,6 +177,7 @@ class FoldTrainer:
                 self.epoch, dev.scores, test.scores,
                 {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
                 attention_maps(self.model, self.data.dev, self.data.probe_ids, self.device),
+                {"dev": dev, "test": test},
             )
         stats = EpochStats(self.epoch, total / max(n, 1), dev.loss, dev.scores, improved,
                            time.perf_counter() - start)

@@ -129,6 +129,7 @@ class Experiment:
         self.classes = tuple(cfg.data.classes)
         self.frame_shape = tuple(dataset.frame_shape)
         self.dataset_manifest = dataset.manifest
+        self.speakers = dict(zip(dataset.meta["id"], dataset.meta["speaker"], strict=True))
         self.fold_workers = max(1, fold_workers)
         self.prepared = prepare_folds(dataset, cfg, folds, n_probes)
         device = resolve_device(cfg.train.device)
