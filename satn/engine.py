@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from satn.augment import chunk_starts, mixup, spec_augment
 from satn.batching import SequenceDataset, make_loader, set_epoch
-from satn.config import TrainConfig
+from satn.config import RecipeConfig, TrainConfig
 from satn.devices import resolve_device
 from satn.metrics import Scores, score
 from satn.models.dropout import use_generator
@@ -85,14 +86,23 @@ def class_weights(labels: list[int], n_classes: int) -> Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
-             device: torch.device, loss_fn: nn.Module | None = None) -> Evaluation:
-    """Predict every utterance of ``dataset`` (full length, in length buckets)."""
+             device: torch.device, loss_fn: nn.Module | None = None,
+             chunk: tuple[int, int] | None = None) -> Evaluation:
+    """Predict every utterance of ``dataset`` (full length, in length buckets).
+
+    ``chunk = (frames, hop)``: an utterance's logits are the mean of the logits of its
+    chunks (:func:`satn.augment.chunk_starts`); one chunk covering it gives the
+    full-length logits.
+    """
     model.eval()
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     probs, ys, ids, total = [], [], [], 0.0
     for batch in make_loader(dataset, batch_size, shuffle=False):
         batch = batch.to(device)
-        logits = model(batch.x, batch.lengths).logits
+        if chunk is None:
+            logits = model(batch.x, batch.lengths).logits
+        else:
+            logits = chunked_logits(model, batch.x, batch.lengths, *chunk, batch_size)
         total += float(loss_fn(logits, batch.y)) * len(batch.y)
         probs.append(logits.softmax(-1).cpu().numpy())
         ys.append(batch.y.cpu().numpy())
@@ -100,6 +110,26 @@ def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
     p, y = np.concatenate(probs), np.concatenate(ys)
     n_classes = p.shape[1]
     return Evaluation(score(y, p.argmax(1), n_classes), total / len(y), p, ids)
+
+
+def chunked_logits(model: nn.Module, x: Tensor, lengths: Tensor, frames: int, hop: int,
+                   batch_size: int) -> Tensor:
+    """(B, T, *F), (B,) -> (B, C): mean logits over each item's chunks of ``frames``."""
+    pieces, owner = [], []
+    for i, t in enumerate(lengths.tolist()):
+        for s in chunk_starts(t, frames, hop):
+            pieces.append(x[i, s:s + min(frames, t)])
+            owner.append(i)
+    parts = []
+    for k in range(0, len(pieces), batch_size):
+        part = pieces[k:k + batch_size]
+        lens = torch.tensor([p.shape[0] for p in part], device=x.device)
+        parts.append(model(nn.utils.rnn.pad_sequence(part, batch_first=True), lens).logits)
+    logits = torch.cat(parts)  # (n_chunks, C)
+    who = torch.tensor(owner, device=x.device)
+    sums = torch.zeros(len(lengths), logits.shape[1], device=x.device, dtype=logits.dtype)
+    sums.index_add_(0, who, logits)
+    return sums / torch.bincount(who, minlength=len(lengths)).unsqueeze(1).to(logits.dtype)
 
 
 @torch.no_grad()
@@ -121,8 +151,15 @@ class FoldTrainer:
     """Trains one model on one fold, an epoch per ``step()``."""
 
     def __init__(self, model: nn.Module, data: FoldData, cfg: TrainConfig,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, recipe: RecipeConfig | None = None,
+                 n_bands: int | None = None):
+        """``recipe``: augmentation, label smoothing and chunked evaluation (default: none);
+        ``n_bands``: mel bands per channel of log-mel frames, for frequency masks."""
         self.data, self.cfg = data, cfg
+        self.recipe = recipe or RecipeConfig()
+        self.n_bands = n_bands
+        self.chunk = ((self.recipe.chunk_frames, self.recipe.hop)
+                      if self.recipe.chunk_frames is not None else None)
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -132,7 +169,8 @@ class FoldTrainer:
             raise ValueError(f"train.class_weighting must be balanced or none, "
                              f"not {cfg.class_weighting!r}")
         self.loss_fn = nn.CrossEntropyLoss(weight=weight.to(self.device) if weight is not None
-                                           else None)
+                                           else None,
+                                           label_smoothing=self.recipe.label_smoothing)
         self.loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   bucket_width=cfg.bucket_width)
         # the fold's own dropout stream: a fold trains the same alone, beside others, in a thread
@@ -156,10 +194,21 @@ class FoldTrainer:
         set_epoch(self.loader, self.epoch)  # new crops and batch order, reproducibly
         self.model.train()
         total, n = 0.0, 0
+        # mixup weights and pairs: reproducible from (seed, epoch), whatever runs beside
+        mix_rng = np.random.default_rng([self.cfg.seed, self.epoch, 1])
         for batch in self.loader:
             batch = batch.to(self.device)
-            out = self.model(batch.x, batch.lengths)
-            loss = self.loss_fn(out.logits, batch.y)
+            x, lengths = self._augment(batch.x, batch.lengths)
+            if self.recipe.mixup_alpha > 0:
+                lam = float(mix_rng.beta(self.recipe.mixup_alpha, self.recipe.mixup_alpha))
+                perm = torch.from_numpy(mix_rng.permutation(len(batch.y)))
+                x, lengths, y_other = mixup(x, lengths, batch.y, lam, perm)
+                out = self.model(x, lengths)
+                loss = (lam * self.loss_fn(out.logits, batch.y)
+                        + (1 - lam) * self.loss_fn(out.logits, y_other))
+            else:
+                out = self.model(x, lengths)
+                loss = self.loss_fn(out.logits, batch.y)
             for aux in out.aux_losses.values():  # e.g. attention transfer, VQ commitment
                 loss = loss + aux
             self.opt.zero_grad(set_to_none=True)
@@ -169,10 +218,12 @@ class FoldTrainer:
             self.opt.step()
             total += float(loss.detach()) * len(batch.y)
             n += len(batch.y)
-        dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device)
+        dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device,
+                       chunk=self.chunk)
         improved = self.best is None or dev.scores.ua > self.best.dev.ua
         if improved:
-            test = evaluate(self.model, self.data.test, self.cfg.batch_size, self.device)
+            test = evaluate(self.model, self.data.test, self.cfg.batch_size, self.device,
+                            chunk=self.chunk)
             self.best = Best(
                 self.epoch, dev.scores, test.scores,
                 {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
@@ -183,6 +234,15 @@ class FoldTrainer:
                            time.perf_counter() - start)
         self.history.append(stats)
         return stats
+
+    def _augment(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """SpecAugment of a training batch (a no-op with the recipe's masks off)."""
+        r = self.recipe
+        if not (r.time_masks or r.freq_masks):
+            return x, lengths
+        return spec_augment(x, lengths, time_masks=r.time_masks,
+                            time_mask_frames=r.time_mask_frames, freq_masks=r.freq_masks,
+                            freq_mask_bands=r.freq_mask_bands, n_bands=self.n_bands), lengths
 
     def best_model(self) -> nn.Module:
         """A copy of the model holding the best epoch's weights (eval mode)."""
