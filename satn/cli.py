@@ -292,7 +292,7 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
               help="Linear SVM and/or logistic regression (repeatable; default: both).")
 @click.option("--c", "c_grid", default=None,
               help="C values tried on each fold's dev side, comma-separated "
-                   "(default: 1e-5,1e-4,...,10).")
+                   "(default: 1e-5,1e-4,...,1).")
 @click.option("--fold", "fold_ids", multiple=True,
               help="Fold number (1-based) or name; repeatable; default: all folds.")
 @click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
