@@ -264,7 +264,7 @@ def log_baseline(tracking_uri: str, experiment_id: str, cfg, result, *,
             _log_params_with(client, run_id, {
                 **params, "fold.name": fr.name, "fold.group": fr.group,
                 **{f"fold.n_{k}": v for k, v in fr.sizes.items()}, "baseline.c": fr.c})
-            metrics = {"baseline_c": fr.c, "best_epoch": 0,
+            metrics = {"baseline_c": fr.c,
                        **{f"best_dev_{k}": v for k, v in _scalars(fr.dev).items()},
                        **{f"best_test_{k}": v for k, v in _scalars(fr.test).items()},
                        **{f"dev_{k}_final": v for k, v in _scalars(fr.dev).items()},
