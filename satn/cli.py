@@ -307,6 +307,114 @@ def predict(audio, model_ref, fmt, tracking_uri, device) -> None:
         sys.exit(1)
 
 
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError as e:
+        raise click.BadParameter(f"{text!r}: expected numbers separated by commas",
+                                 param_hint="--c") from e
+
+
+@main.command()
+@experiment_options
+@click.option("--features", "feature_sets", multiple=True,
+              type=click.Choice(["egemaps", "compare", "logmel_stats"]),
+              help="Utterance features (repeatable; default: egemaps and logmel_stats).")
+@click.option("--classifier", "classifiers", multiple=True, type=click.Choice(["svm", "logreg"]),
+              help="Linear SVM and/or logistic regression (repeatable; default: both).")
+@click.option("--c", "c_grid", default=None,
+              help="C values tried on each fold's dev side, comma-separated "
+                   "(default: 1e-5,1e-4,...,1).")
+@click.option("--fold", "fold_ids", multiple=True,
+              help="Fold number (1-based) or name; repeatable; default: all folds.")
+@click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--no-mlflow", is_flag=True, help="Print only; log nothing to MLflow.")
+@click.option("--no-progress", is_flag=True)
+@friendly_errors
+def baseline(config_path, corpus, root, protocol, sets, runtime_path, feature_sets, classifiers,
+             c_grid, fold_ids, tracking_uri, no_mlflow, no_progress) -> None:
+    """Classical baselines: openSMILE / log-mel statistics + linear SVM / logistic regression
+    on the experiment's folds, C chosen on each fold's dev side; one MLflow run each."""
+    from satn.baselines import BaselineConfig, run_baseline, utterance_features
+
+    cfg = load_experiment(config_path, corpus, root, protocol, sets)
+    runtime = load_runtime(runtime_path)
+    grid = _floats(c_grid)
+    configs = [BaselineConfig(features=f, classifier=c, **({"c_grid": grid} if grid else {}),
+                              seed=cfg.train.seed, class_weighting=cfg.train.class_weighting)
+               for f in (feature_sets or ("egemaps", "logmel_stats"))
+               for c in (classifiers or ("svm", "logreg"))]
+    if not no_mlflow:
+        from satn.tracking import default_tracking_uri, ensure_experiment, log_baseline, ui_hint
+
+        uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+        exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
+    rows = []
+    features = {}
+    for bcfg in configs:
+        if bcfg.features not in features:
+            cfg, features[bcfg.features] = utterance_features(
+                cfg, runtime, bcfg.features, progress=not no_progress, echo=click.echo)
+        feats = features[bcfg.features]
+        result = run_baseline(feats.x, feats.meta, cfg, bcfg, list(fold_ids) or None)
+        for f in result.folds:
+            click.echo(f"  {bcfg.name:<20} {f.name:<12} C {f.c:<8g} dev UA {f.dev.ua:.3f}  "
+                       f"test WA {f.test.wa:.3f} UA {f.test.ua:.3f} F1 {f.test.f1:.3f}")
+        run_id = ""
+        if not no_mlflow:
+            run_id = log_baseline(uri, exp_id, cfg, result, tags={"satn.entry": "satn baseline"},
+                                  features={"uri": feats.uri, "key": feats.key})
+        rows.append((result, run_id))
+    click.echo(f"\n{'baseline':<20} {'dims':>5} {'test WA':>15} {'test UA':>15} "
+               f"{'test F1':>7}  MLflow run")
+    for result, run_id in rows:
+        t = result.test
+        dims = features[result.cfg.features].x.shape[1]
+        click.echo(f"{result.name:<20} {dims:>5} {t.wa_mean:7.3f} ± {t.wa_std:.3f} "
+                   f"{t.ua_mean:7.3f} ± {t.ua_std:.3f} {t.f1_mean:7.3f}  {run_id}")
+    if not no_mlflow:
+        click.echo(f"MLflow: {uri}\n  {ui_hint(uri)}")
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--side", type=click.Choice(["test", "dev"]), default="test", show_default=True)
+@click.option("--resamples", type=click.IntRange(min=100), default=10000, show_default=True,
+              help="Bootstrap and permutation resamples.")
+@click.option("--level", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True,
+              help="Confidence level of the intervals.")
+@click.option("--seed", default=0, show_default=True)
+@friendly_errors
+def compare(run_a, run_b, tracking_uri, side, resamples, level, seed) -> None:
+    """UA and WA of two MLflow runs (config or fold runs) on the same utterances: A - B with a
+    bootstrap CI, a paired permutation test over utterances and paired tests over folds."""
+    from satn.significance import bootstrap_ci
+    from satn.significance import compare as compare_runs
+    from satn.tracking import default_tracking_uri, load_predictions
+
+    uri = tracking_uri or load_runtime(None).mlflow.tracking_uri or default_tracking_uri()
+    a, b = load_predictions(uri, run_a), load_predictions(uri, run_b)
+    pct = f"{level:.0%}"
+    for tag, f in (("A", a), ("B", b)):
+        n_folds = f["fold"].nunique()
+        cis = "  ".join(
+            f"{m.upper()} {bootstrap_ci(f, m, side=side, n_resamples=resamples, level=level, seed=seed)}"  # noqa: E501
+            for m in ("ua", "wa"))
+        click.echo(f"{tag}: {f.attrs['run_name']} ({f.attrs['run_id']}, {n_folds} fold(s))  "
+                   f"{side} {cis}  ({pct} CI)")
+    for metric in ("ua", "wa"):
+        c = compare_runs(a, b, metric, side=side, n_resamples=resamples, level=level, seed=seed)
+        click.echo(f"{metric.upper()}: A - B = {c.diff.estimate:+.3f}  {pct} CI "
+                   f"[{c.diff.low:+.3f}, {c.diff.high:+.3f}]  paired permutation p = "
+                   f"{c.p_utterances:.4f} ({c.n_utterances} utterances)  folds: paired t p = "
+                   f"{c.p_folds_t:.4f}, Wilcoxon p = {c.p_folds_wilcoxon:.4f} "
+                   f"({len(c.fold_a)} folds)")
+
+
 @main.command()
 @experiment_options
 @click.option("--teacher-config", "teacher_path", type=click.Path(dir_okay=False), default=None,

@@ -342,9 +342,67 @@ class TrainConfig:
         })
 
 
+NORMALISATIONS = ("global", "speaker")
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Training-recipe options beside the optimiser; every one is off by default.
+
+    SpecAugment masks (training side only; masked values become 0, the normalised
+    mean): ``time_masks`` masks of up to ``time_mask_frames`` frames and
+    ``freq_masks`` masks of up to ``freq_mask_bands`` mel bands (the same bands in
+    static, delta and delta-delta), inside each utterance's own frames.
+    ``mixup_alpha`` > 0 mixes pairs of training utterances with a Beta(alpha, alpha)
+    weight (and their losses with the same weight). ``label_smoothing``: as
+    ``torch.nn.CrossEntropyLoss``. ``normalisation``: ``global`` standardises with the
+    training side's statistics; ``speaker`` first standardises each speaker's
+    features with that speaker's own statistics (features only, never labels; test
+    speakers included, as a deployment that has some speech of each speaker would).
+    ``chunk_frames``: train on random chunks of that many frames and score an
+    utterance by the mean logits of its chunks (starts every ``chunk_hop`` frames,
+    default half a chunk, the last chunk ending at the last frame).
+    """
+
+    time_masks: int = 0
+    time_mask_frames: int = 20
+    freq_masks: int = 0
+    freq_mask_bands: int = 8
+    mixup_alpha: float = 0.0
+    label_smoothing: float = 0.0
+    normalisation: str = "global"
+    chunk_frames: int | None = None
+    chunk_hop: int | None = None
+
+    def __post_init__(self) -> None:
+        _check("recipe", {
+            "time_masks": (self.time_masks >= 0, f"must be >= 0, not {self.time_masks}"),
+            "time_mask_frames": (self.time_mask_frames >= 1,
+                                 f"must be at least 1, not {self.time_mask_frames}"),
+            "freq_masks": (self.freq_masks >= 0, f"must be >= 0, not {self.freq_masks}"),
+            "freq_mask_bands": (self.freq_mask_bands >= 1,
+                                f"must be at least 1, not {self.freq_mask_bands}"),
+            "mixup_alpha": (self.mixup_alpha >= 0, f"must be >= 0 (0: off), not {self.mixup_alpha}"),
+            "label_smoothing": (0 <= self.label_smoothing < 1,
+                                f"must be in [0, 1), not {self.label_smoothing}"),
+            "normalisation": _one_of(self.normalisation, NORMALISATIONS),
+            "chunk_frames": (self.chunk_frames is None or self.chunk_frames >= 1,
+                             f"must be at least 1 or none, not {self.chunk_frames}"),
+            "chunk_hop": (self.chunk_hop is None or self.chunk_hop >= 1,
+                          f"must be at least 1 or none, not {self.chunk_hop}"),
+        })
+
+    @property
+    def hop(self) -> int | None:
+        """Frames between evaluation chunk starts (None: chunking off)."""
+        if self.chunk_frames is None:
+            return None
+        return self.chunk_hop or max(1, self.chunk_frames // 2)
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything one trial needs: data, features, folds, model, training, transfer."""
+    """Everything one trial needs: data, features, folds, model, training, transfer, recipe."""
 
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -352,6 +410,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:

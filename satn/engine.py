@@ -15,15 +15,16 @@ import os
 import random
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from satn.augment import chunk_starts, mixup, spec_augment
 from satn.batching import Batch, SequenceDataset, make_loader, set_epoch
-from satn.config import TrainConfig
+from satn.config import RecipeConfig, TrainConfig
 from satn.devices import resolve_device
 from satn.metrics import Scores, score
 from satn.models.dropout import use_generator
@@ -93,17 +94,6 @@ class EpochStats:
     dev_losses: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class Best:
-    """The epoch of the best dev UA so far, with what it scored and its weights."""
-
-    epoch: int
-    dev: Scores
-    test: Scores
-    state_dict: dict[str, Tensor]
-    attention: dict[str, np.ndarray] = field(default_factory=dict)  # id -> (H, T, T) or (T,)
-
-
 @dataclass(frozen=True)
 class Evaluation:
     scores: Scores
@@ -113,14 +103,37 @@ class Evaluation:
     losses: dict[str, float] = field(default_factory=dict)  # each term by name
 
 
+@dataclass
+class Best:
+    """The epoch of the best dev UA so far, with what it scored and its weights."""
+
+    epoch: int
+    dev: Scores
+    test: Scores
+    state_dict: dict[str, Tensor]
+    attention: dict[str, np.ndarray] = field(default_factory=dict)  # id -> (H, T, T) or (T,)
+    # "dev" / "test" -> that epoch's per-utterance probabilities (satn.predictions)
+    evaluations: dict[str, Evaluation] = field(default_factory=dict)
+
+
 def loss_terms(model: nn.Module, batch: Batch, dataset: SequenceDataset, loss_fn: nn.Module,
-               aux: Sequence[AuxLoss] = ()) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+               aux: Sequence[AuxLoss] = (), x: Tensor | None = None,
+               mix: tuple[Tensor, float] | None = None
+               ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
     """One batch through the model: logits, the total loss and each term by name.
 
     total = L_SER + sum(weight * aux term) + the model's own terms (``aux_losses``).
+    ``x``: the model's input when it is not ``batch.x`` (augmented); the teacher of an
+    aux term still reads the batch as stored. ``mix = (y_other, lam)``: mixup's target.
     """
-    out = model(batch.x, batch.lengths, return_maps=any(a.needs_maps for a in aux))
-    terms = {"ser": loss_fn(out.logits, batch.y)}
+    out = model(batch.x if x is None else x, batch.lengths,
+                return_maps=any(a.needs_maps for a in aux))
+    if mix is None:
+        terms = {"ser": loss_fn(out.logits, batch.y)}
+    else:
+        y_other, lam = mix
+        terms = {"ser": lam * loss_fn(out.logits, batch.y)
+                 + (1 - lam) * loss_fn(out.logits, y_other)}
     total = terms["ser"]
     if aux:
         index = dataset.index
@@ -145,9 +158,14 @@ def class_weights(labels: list[int], n_classes: int) -> Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
              device: torch.device, loss_fn: nn.Module | None = None,
-             aux: Sequence[AuxLoss] = ()) -> Evaluation:
+             aux: Sequence[AuxLoss] = (), chunk: tuple[int, int] | None = None) -> Evaluation:
     """Predict every utterance of ``dataset`` (full length, in length buckets); the loss
-    terms are those of training when given the trainer's ``loss_fn`` and ``aux``."""
+    terms are those of training when given the trainer's ``loss_fn`` and ``aux``.
+
+    ``chunk = (frames, hop)``: an utterance's logits are the mean of the logits of its
+    chunks (:func:`satn.augment.chunk_starts`); one chunk covering it gives the
+    full-length logits (and the loss terms are the full-length ones).
+    """
     model.eval()
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     probs, ys, ids, total = [], [], [], 0.0
@@ -155,6 +173,8 @@ def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
     for batch in make_loader(dataset, batch_size, shuffle=False):
         batch = batch.to(device)
         logits, loss, terms = loss_terms(model, batch, dataset, loss_fn, aux)
+        if chunk is not None:
+            logits = chunked_logits(model, batch.x, batch.lengths, *chunk, batch_size)
         total += float(loss) * len(batch.y)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(batch.y)
@@ -165,6 +185,26 @@ def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
     n_classes = p.shape[1]
     return Evaluation(score(y, p.argmax(1), n_classes), total / len(y), p, ids,
                       {k: v / len(y) for k, v in sums.items()})
+
+
+def chunked_logits(model: nn.Module, x: Tensor, lengths: Tensor, frames: int, hop: int,
+                   batch_size: int) -> Tensor:
+    """(B, T, *F), (B,) -> (B, C): mean logits over each item's chunks of ``frames``."""
+    pieces, owner = [], []
+    for i, t in enumerate(lengths.tolist()):
+        for s in chunk_starts(t, frames, hop):
+            pieces.append(x[i, s:s + min(frames, t)])
+            owner.append(i)
+    parts = []
+    for k in range(0, len(pieces), batch_size):
+        part = pieces[k:k + batch_size]
+        lens = torch.tensor([p.shape[0] for p in part], device=x.device)
+        parts.append(model(nn.utils.rnn.pad_sequence(part, batch_first=True), lens).logits)
+    logits = torch.cat(parts)  # (n_chunks, C)
+    who = torch.tensor(owner, device=x.device)
+    sums = torch.zeros(len(lengths), logits.shape[1], device=x.device, dtype=logits.dtype)
+    sums.index_add_(0, who, logits)
+    return sums / torch.bincount(who, minlength=len(lengths)).unsqueeze(1).to(logits.dtype)
 
 
 @torch.no_grad()
@@ -187,10 +227,18 @@ class FoldTrainer:
     """Trains one model on one fold, an epoch per ``step()``."""
 
     def __init__(self, model: nn.Module, data: FoldData, cfg: TrainConfig,
-                 device: torch.device | None = None, aux: Sequence[AuxLoss] = ()):
+                 device: torch.device | None = None, aux: Sequence[AuxLoss] = (),
+                 recipe: RecipeConfig | None = None, n_bands: int | None = None):
+        """``aux``: extra loss terms (attention transfer); ``recipe``: augmentation, label
+        smoothing and chunked evaluation (default: none); ``n_bands``: mel bands per
+        channel of log-mel frames, for frequency masks."""
         self.data, self.cfg = data, cfg
         use_deterministic(cfg.deterministic)
         self.aux = tuple(aux)
+        self.recipe = recipe or RecipeConfig()
+        self.n_bands = n_bands
+        self.chunk = ((self.recipe.chunk_frames, self.recipe.hop)
+                      if self.recipe.chunk_frames is not None else None)
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -200,7 +248,8 @@ class FoldTrainer:
             raise ValueError(f"train.class_weighting must be balanced or none, "
                              f"not {cfg.class_weighting!r}")
         self.loss_fn = nn.CrossEntropyLoss(weight=weight.to(self.device) if weight is not None
-                                           else None)
+                                           else None,
+                                           label_smoothing=self.recipe.label_smoothing)
         self.loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   bucket_width=cfg.bucket_width)
         # the fold's own dropout stream: a fold trains the same alone, beside others, in a thread
@@ -225,9 +274,19 @@ class FoldTrainer:
         self.model.train()
         total, n = 0.0, 0
         sums: dict[str, float] = {}
+        # mixup weights and pairs: reproducible from (seed, epoch), whatever runs beside
+        mix_rng = np.random.default_rng([self.cfg.seed, self.epoch, 1])
         for batch in self.loader:
             batch = batch.to(self.device)
-            _, loss, terms = loss_terms(self.model, batch, self.data.train, self.loss_fn, self.aux)
+            x, lengths = self._augment(batch.x, batch.lengths)
+            mix = None
+            if self.recipe.mixup_alpha > 0:
+                lam = float(mix_rng.beta(self.recipe.mixup_alpha, self.recipe.mixup_alpha))
+                perm = torch.from_numpy(mix_rng.permutation(len(batch.y)))
+                x, lengths, y_other = mixup(x, lengths, batch.y, lam, perm)
+                mix = (y_other, lam)
+            _, loss, terms = loss_terms(self.model, replace(batch, lengths=lengths),
+                                        self.data.train, self.loss_fn, self.aux, x=x, mix=mix)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch.y)
             self.opt.zero_grad(set_to_none=True)
@@ -239,14 +298,16 @@ class FoldTrainer:
             n += len(batch.y)
         # dev loss with training's definition: the same class weights and aux terms
         dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device,
-                       self.loss_fn, self.aux)
+                       self.loss_fn, self.aux, chunk=self.chunk)
         improved = self.best is None or dev.scores.ua > self.best.dev.ua
         if improved:
-            test = evaluate(self.model, self.data.test, self.cfg.batch_size, self.device)
+            test = evaluate(self.model, self.data.test, self.cfg.batch_size, self.device,
+                            chunk=self.chunk)
             self.best = Best(
                 self.epoch, dev.scores, test.scores,
                 {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
                 attention_maps(self.model, self.data.dev, self.data.probe_ids, self.device),
+                {"dev": dev, "test": test},
             )
         stats = EpochStats(self.epoch, total / max(n, 1), dev.loss, dev.scores, improved,
                            time.perf_counter() - start,
@@ -267,6 +328,15 @@ class FoldTrainer:
         self.epoch, self.best = state["epoch"], state["best"]
         self.history = list(state["history"])
         self.generator.set_state(state["generator"])
+
+    def _augment(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """SpecAugment of a training batch (a no-op with the recipe's masks off)."""
+        r = self.recipe
+        if not (r.time_masks or r.freq_masks):
+            return x, lengths
+        return spec_augment(x, lengths, time_masks=r.time_masks,
+                            time_mask_frames=r.time_mask_frames, freq_masks=r.freq_masks,
+                            freq_mask_bands=r.freq_mask_bands, n_bands=self.n_bands), lengths
 
     def best_model(self) -> nn.Module:
         """A copy of the model holding the best epoch's weights (eval mode)."""

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from satn.config import FeatureConfig
+from satn.config import FeatureConfig, to_dict
 from satn.devices import resolve_device
 from satn.errors import InputError
 
@@ -90,6 +90,18 @@ class FeatureExtractor:
         self.window = torch.hann_window(self.win, device=self.device, dtype=dtype)
 
     # ------------------------------------------------------------ sizes
+
+    @property
+    def kind(self) -> str:
+        return self.cfg.kind
+
+    @property
+    def sample_rate(self) -> int:
+        return self.cfg.sample_rate
+
+    def describe(self) -> dict:
+        """The settings that make the features what they are (the store's key)."""
+        return to_dict(self.cfg)
 
     @property
     def min_samples(self) -> int:

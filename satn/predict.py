@@ -8,7 +8,9 @@ import numpy as np
 import torch
 
 from satn.audio import AudioError, read_audio
+from satn.batching import Normalizer
 from satn.checkpoint import Checkpoint
+from satn.engine import chunked_logits
 from satn.features import FeatureError, FeatureExtractor
 
 
@@ -33,8 +35,16 @@ def predict_files(paths: list[str], ckpt: Checkpoint, device: str = "cpu") -> li
         except (AudioError, FeatureError) as e:
             out.append(Prediction(path, None, {}, str(e)))
             continue
+        if ckpt.cfg.recipe.normalisation == "speaker":
+            # trained on speaker-standardised features: one file is its own speaker here
+            feats = Normalizer.fit([feats])(feats)
         x = torch.from_numpy(np.ascontiguousarray(ckpt.normalizer(feats), dtype=np.float32))
-        logits = model(x.unsqueeze(0).to(device), torch.tensor([x.shape[0]], device=device)).logits
+        x, lengths = x.unsqueeze(0).to(device), torch.tensor([x.shape[0]], device=device)
+        recipe = ckpt.cfg.recipe
+        if recipe.chunk_frames is not None:  # scored as in training: mean of chunk logits
+            logits = chunked_logits(model, x, lengths, recipe.chunk_frames, recipe.hop, 32)
+        else:
+            logits = model(x, lengths).logits
         p = logits.softmax(-1)[0].cpu().numpy()
         out.append(Prediction(path, ckpt.classes[int(p.argmax())],
                               {c: float(v) for c, v in zip(ckpt.classes, p, strict=True)}))

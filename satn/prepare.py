@@ -37,8 +37,13 @@ def corpus_tag(cfg: ExperimentConfig) -> str:
 
 
 def prepare_dataset(cfg: ExperimentConfig, runtime: RuntimeConfig, *, device: str = "cpu",
-                    progress: bool = True, echo: Callable[[str], None] = print):
-    """-> (config with data.root resolved, ``satn.store.DatasetInfo``)."""
+                    progress: bool = True, echo: Callable[[str], None] = print,
+                    extractor=None):
+    """-> (config with data.root resolved, ``satn.store.DatasetInfo``).
+
+    ``extractor``: another kind of features than ``cfg.features`` (a ``satn.store.Extractor``,
+    e.g. openSMILE functionals), cached the same way.
+    """
     from satn.store import build_dataset
 
     cfg = resolve_corpus(cfg, runtime, echo)
@@ -50,7 +55,7 @@ def prepare_dataset(cfg: ExperimentConfig, runtime: RuntimeConfig, *, device: st
     out = runtime.features_dir if "://" in runtime.features_dir else str(
         Path(runtime.features_dir).resolve())
     info = build_dataset(load, cfg.features, out, corpus_tag=corpus_tag(cfg), device=device,
-                         progress=progress)
+                         progress=progress, extractor=extractor)
     if info.n_rows == 0:
         raise ConfigError(f"no utterance of {cfg.data.root} gave features: all "
                           f"{info.n_problems} input(s) failed, see {info.report_uri}")

@@ -103,6 +103,10 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
         # 1 and "fold1" name the same fold: train it once
         folds = list({f.name: f for f in picked}.values())
     arrays = dataset.arrays()
+    if cfg.recipe.normalisation == "speaker":
+        arrays = speaker_normalised(arrays, meta["speaker"].tolist())
+    # chunked training crops to the chunk; otherwise today's crop of long utterances
+    crop = cfg.recipe.chunk_frames or cfg.train.max_frames
     row = {uid: i for i, uid in enumerate(meta["id"])}
     label_of = {uid: classes.index(lab) for uid, lab in zip(meta["id"], meta["label"],
                                                              strict=True)}
@@ -114,7 +118,7 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
         def side(ids: tuple[str, ...], train: bool, norm: Normalizer = norm) -> SequenceDataset:
             return SequenceDataset(
                 [arrays[row[u]] for u in ids], [label_of[u] for u in ids], list(ids),
-                normalizer=norm, max_frames=cfg.train.max_frames if train else None,
+                normalizer=norm, max_frames=crop if train else None,
                 seed=cfg.train.seed)
 
         probes = pick_probes(fold.dev, [label_of[u] for u in fold.dev], n_probes)
@@ -122,6 +126,20 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
                         side(fold.test, False), len(classes), probes)
         prepared.append(PreparedFold(fold, data, norm))
     return prepared
+
+
+def speaker_normalised(arrays: Sequence[np.ndarray], speakers: Sequence[str]) -> list[np.ndarray]:
+    """Each array standardised with its speaker's own statistics (all of that speaker's
+    frames, any side; features only, labels never enter)."""
+    by_speaker: dict[str, list[int]] = {}
+    for i, spk in enumerate(speakers):
+        by_speaker.setdefault(spk, []).append(i)
+    out: list[np.ndarray] = list(arrays)
+    for rows in by_speaker.values():
+        norm = Normalizer.fit([arrays[i] for i in rows])
+        for i in rows:
+            out[i] = norm(arrays[i])
+    return out
 
 
 class Experiment:
@@ -137,6 +155,7 @@ class Experiment:
         self.frame_shape = tuple(dataset.frame_shape)
         self.dataset_manifest = dataset.manifest
         self._dataset = dataset
+        self.speakers = dict(zip(dataset.meta["id"], dataset.meta["speaker"], strict=True))
         self.fold_workers = max(1, fold_workers)
         self.prepared = prepare_folds(dataset, cfg, folds, n_probes)
         self.teacher = None
@@ -157,7 +176,12 @@ class Experiment:
         aux = []
         if self.teacher is not None:
             aux.append(self._transfer(model, pf, device))
-        return FoldTrainer(model, pf.data, cfg.train, device, aux)
+        # frequency masks cover the same mel bands of static, delta and delta-delta
+        n_mels = cfg.features.n_mels
+        n_bands = (n_mels if len(self.frame_shape) == 1 and self.frame_shape[0] % n_mels == 0
+                   else None)
+        return FoldTrainer(model, pf.data, cfg.train, device, aux, recipe=cfg.recipe,
+                           n_bands=n_bands)
 
     def _teacher(self, cfg: ExperimentConfig, dataset, device):
         from satn.transfer import load_teacher

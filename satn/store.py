@@ -43,7 +43,7 @@ import posixpath
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -57,7 +57,7 @@ from satn.audio import AudioError, read_audio
 from satn.config import FeatureConfig, to_dict
 from satn.corpora.base import CorpusLoad, Problem, Utterance
 from satn.errors import InputError
-from satn.features import FeatureError, FeatureExtractor, frame_shape
+from satn.features import FeatureError, FeatureExtractor
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,22 @@ META_COLUMNS = (
 )
 
 
+class Extractor(Protocol):
+    """What the store needs of a feature extractor (:class:`~satn.features.FeatureExtractor`,
+    or another kind such as openSMILE functionals): waveforms at ``sample_rate`` -> one
+    float32 array of shape (n_rows, *frame_shape) each, raising ``FeatureError`` for a
+    wave it cannot use; ``describe()`` is the JSON-able settings that enter the key."""
+
+    kind: str
+    sample_rate: int
+    min_samples: int
+    frame_shape: tuple[int, ...]
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def __call__(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
 class DatasetError(FileNotFoundError):
     """A feature dataset that is missing or incomplete."""
 
@@ -112,10 +128,10 @@ class DatasetInfo:
 # ---------------------------------------------------------------- keys and schema
 
 
-def dataset_key(load: CorpusLoad, cfg: FeatureConfig) -> str:
+def dataset_key(load: CorpusLoad, cfg: FeatureConfig | dict[str, Any]) -> str:
     """Hash of the corpus listing, the loader's problems, the feature config and FEATURE_VERSION.
 
-    The listing holds every :class:`Utterance` field and each audio file's size
+    ``cfg`` is a :class:`FeatureConfig` or another extractor's ``describe()``. The listing holds every :class:`Utterance` field and each audio file's size
     and mtime (None when missing), so an edited or replaced file changes the key.
     """
     listing = []
@@ -129,18 +145,19 @@ def dataset_key(load: CorpusLoad, cfg: FeatureConfig) -> str:
     payload = {
         "listing": listing,
         "problems": sorted((p.where, p.reason) for p in load.problems),
-        "features": to_dict(cfg),
+        "features": to_dict(cfg) if isinstance(cfg, FeatureConfig) else cfg,
         "feature_version": FEATURE_VERSION,
     }
     text = json.dumps(payload, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def dataset_name(corpus_tag: str, cfg: FeatureConfig, key: str) -> str:
-    """Directory name of a dataset: ``{corpus_tag}-{kind}-{key}``."""
+def dataset_name(corpus_tag: str, cfg: FeatureConfig | str, key: str) -> str:
+    """Directory name of a dataset: ``{corpus_tag}-{kind}-{key}`` (``cfg``: a config or a kind)."""
+    kind = cfg if isinstance(cfg, str) else cfg.kind
     if not corpus_tag or any(c in corpus_tag for c in "/\\:") or corpus_tag.startswith("."):
         raise ValueError(f"corpus_tag must be a plain name, got {corpus_tag!r}")
-    return f"{corpus_tag}-{cfg.kind}-{key}"
+    return f"{corpus_tag}-{kind}-{key}"
 
 
 def schema(width: int) -> pa.Schema:
@@ -166,6 +183,7 @@ def build_dataset(
     shard_size: int = 256,
     progress: bool = True,
     filesystem: pafs.FileSystem | None = None,
+    extractor: Extractor | None = None,
 ) -> DatasetInfo:
     """Extract features of every utterance in ``load`` into a dataset under ``out``.
 
@@ -182,18 +200,22 @@ def build_dataset(
         corpus_tag: short corpus name that starts the dataset's directory name.
         filesystem: a configured ``pyarrow.fs`` filesystem (then ``out`` is a path in it);
             default: ``FileSystem.from_uri(out)``.
+        extractor: another kind of features (e.g. openSMILE functionals) in place of
+            ``FeatureExtractor(cfg, device)``; its ``kind`` names the dataset and its
+            ``describe()`` replaces ``cfg`` in the key, so ``cfg`` is then unused.
     """
     if batch_size < 1 or shard_size < 1:
         raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size}, {shard_size}")
     fs, root = _resolve(out, filesystem)
-    key = dataset_key(load, cfg)
-    name = dataset_name(corpus_tag, cfg, key)
+    described = extractor.describe() if extractor is not None else to_dict(cfg)
+    key = dataset_key(load, described)
+    name = dataset_name(corpus_tag, extractor.kind if extractor is not None else cfg, key)
     uri = _join_uri(out, name, filesystem)
     report_uri = _join_uri(uri, REPORT_JSON, None)
     partial = _join(root, f".partial-{name}")
     try:
         return _build(load, cfg, fs, root, name, key, uri, report_uri, partial, device,
-                      batch_size, shard_size, progress, corpus_tag)
+                      batch_size, shard_size, progress, corpus_tag, extractor)
     except DatasetError:
         raise
     except OSError as e:  # audio errors became problems; this is the store itself
@@ -202,7 +224,7 @@ def build_dataset(
 
 
 def _build(load, cfg, fs, root, name, key, uri, report_uri, partial, device, batch_size,
-           shard_size, progress, corpus_tag) -> DatasetInfo:
+           shard_size, progress, corpus_tag, extractor=None) -> DatasetInfo:
     """The body of :func:`build_dataset` from the cache check on (its I/O may raise OSError)."""
     final = _join(root, name)
     if _exists(fs, _join(final, MANIFEST)):
@@ -219,7 +241,8 @@ def _build(load, cfg, fs, root, name, key, uri, report_uri, partial, device, bat
         fs.delete_dir(final)
 
     # before any work directory exists: a bad device or config leaves nothing behind
-    extractor = FeatureExtractor(cfg, device=device)
+    if extractor is None:
+        extractor = FeatureExtractor(cfg, device=device)
 
     utts, dup_problems = _unique_sorted(load.utterances)
     shards = [utts[i : i + shard_size] for i in range(0, len(utts), shard_size)] or [[]]
@@ -230,7 +253,7 @@ def _build(load, cfg, fs, root, name, key, uri, report_uri, partial, device, bat
         problems = [*load.problems, *dup_problems]
         problems += [Problem(**p) for n in notes for p in n["problems"]]
         _write_report(fs, partial, problems)
-        manifest = _manifest(name, corpus_tag, key, cfg, notes, len(problems))
+        manifest = _manifest(name, corpus_tag, key, extractor, notes, len(problems))
         _write_bytes(fs, _join(partial, MANIFEST), _json_bytes(manifest))  # last: now complete
     else:  # finished, but interrupted before the move
         manifest = _read_json(fs, _join(partial, MANIFEST))
@@ -321,7 +344,7 @@ def _extract_shards(
     fs: pafs.FileSystem,
     partial: str,
     shards: list[list[Utterance]],
-    extractor: FeatureExtractor,
+    extractor: Extractor,
     batch_size: int,
     progress: bool,
     name: str,
@@ -339,17 +362,18 @@ def _extract_shards(
             len(shards) - len(todo),
             len(shards),
         )
-    cfg = extractor.cfg
     min_samples = extractor.min_samples
     total = sum(len(shards[k]) for k in todo)
     desc = f"features {name}"
     with tqdm(total=total, disable=not progress, unit="utt", desc=desc) as bar:
-        read = _read_ahead([shards[k] for k in todo], cfg.sample_rate, min_samples)
+        read = _read_ahead([shards[k] for k in todo], extractor.sample_rate, min_samples)
         with contextlib.closing(read):  # an interruption also stops the reader thread
             for k, (good, waves, problems) in zip(todo, read, strict=True):
                 bar.update(len(problems))
                 good, feats = _featurise(extractor, good, waves, problems, batch_size, bar)
-                notes[k] = _write_shard(fs, partial, k, good, feats, problems, frame_shape(cfg))
+                notes[k] = _write_shard(
+                    fs, partial, k, good, feats, problems, tuple(extractor.frame_shape)
+                )
     return notes  # type: ignore[return-value]
 
 
@@ -396,7 +420,7 @@ def _read_shard(
 
 
 def _featurise(
-    extractor: FeatureExtractor,
+    extractor: Extractor,
     utts: list[Utterance],
     waves: list[np.ndarray],
     problems: list[Problem],
@@ -507,7 +531,7 @@ def _write_report(fs: pafs.FileSystem, partial: str, problems: list[Problem]) ->
 
 
 def _manifest(
-    name: str, corpus_tag: str, key: str, cfg: FeatureConfig, notes: list[dict], n_problems: int
+    name: str, corpus_tag: str, key: str, extractor: Extractor, notes: list[dict], n_problems: int
 ) -> dict[str, Any]:
     import torch
     import torchaudio
@@ -520,9 +544,9 @@ def _manifest(
         "name": name,
         "corpus_tag": corpus_tag,
         "key": key,
-        "kind": cfg.kind,
-        "feature_config": to_dict(cfg),
-        "frame_shape": list(frame_shape(cfg)),
+        "kind": extractor.kind,
+        "feature_config": extractor.describe(),
+        "frame_shape": list(extractor.frame_shape),
         "classes": sorted({c for n in notes for c in n["labels"]}),
         "n_rows": sum(s["rows"] for s in shards),
         "n_problems": n_problems,

@@ -238,6 +238,9 @@ class MlflowObserver:
                 confusion_png(scores.confusion, classes, conf / f"{side}.png",
                               title=f"{name} {side} (epoch {best.epoch})")
             self.client.log_artifacts(run_id, str(conf), "confusion")
+            if best.evaluations:
+                _write_neural_predictions(experiment, pf, best.evaluations, tmp / "predictions")
+                self.client.log_artifacts(run_id, str(tmp / "predictions"), "predictions")
             if best.attention:
                 att = tmp / "attention"
                 att.mkdir()
@@ -285,6 +288,143 @@ class MlflowObserver:
                 self.client.set_terminated(run_id, status)
 
 
+def log_baseline(tracking_uri: str, experiment_id: str, cfg, result, *,
+                 run_name: str | None = None, tags: dict[str, str] | None = None,
+                 features: dict[str, str] | None = None) -> str:
+    """Log a classical baseline (``satn.baselines.BaselineResult``) as neural runs are logged.
+
+    A config run (``satn.level=config``, ``satn.variant`` = e.g. ``svm/egemaps``) with the
+    fold-mean metrics (``test_ua_mean``, ...) and ``results/``; a child run per fold
+    (``satn.level=fold``) with ``best_dev_*`` / ``best_test_*`` and ``*_final`` metrics,
+    the chosen C, confusion matrices and ``predictions/predictions.parquet``.
+    ``features``: ``uri`` and ``key`` of the cached feature dataset. Returns the config run id.
+    """
+    from mlflow.entities import Metric
+
+    from satn.predictions import FILE, write_predictions
+
+    client = _client(tracking_uri)
+    bcfg = result.cfg
+    features = features or {}
+    base_tags = {
+        "satn.variant": bcfg.name, "satn.kind": "classical", "satn.corpus": cfg.data.corpus,
+        "satn.protocol": cfg.data.protocol, "satn.features_key": features.get("key", ""),
+        "satn.folds": ",".join(f.name for f in result.folds), **(tags or {})}
+    params = {**{k: v for k, v in cfg.flat().items() if k.split(".")[0] in
+                 ("data", "folds", "features")}, **bcfg.flat(), "model.variant": bcfg.name,
+              "baseline.features_uri": features.get("uri", "")}
+    name = run_name or f"baseline/{bcfg.name}"
+    parent_id = client.create_run(experiment_id, run_name=name,
+                                  tags={**base_tags, "satn.level": "config"}).info.run_id
+    now = _now_ms()
+    try:
+        _log_params_with(client, parent_id, params)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "config.yaml"
+            path.write_text(yaml.safe_dump({**cfg.to_dict(), "baseline": {
+                k.split(".", 1)[1]: v for k, v in bcfg.flat().items()}}, sort_keys=False))
+            client.log_artifact(parent_id, str(path))
+        for fr in result.folds:
+            run_id = client.create_run(
+                experiment_id, run_name=f"{name}/{fr.name}",
+                tags={**base_tags, "mlflow.parentRunId": parent_id, "satn.level": "fold",
+                      "satn.fold": fr.name, "satn.held_out": fr.group}).info.run_id
+            _log_params_with(client, run_id, {
+                **params, "fold.name": fr.name, "fold.group": fr.group,
+                **{f"fold.n_{k}": v for k, v in fr.sizes.items()}, "baseline.c": fr.c})
+            metrics = {"baseline_c": fr.c,
+                       **{f"best_dev_{k}": v for k, v in _scalars(fr.dev).items()},
+                       **{f"best_test_{k}": v for k, v in _scalars(fr.test).items()},
+                       **{f"dev_{k}_final": v for k, v in _scalars(fr.dev).items()},
+                       **{f"test_{k}_final": v for k, v in _scalars(fr.test).items()}}
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
+                                              for k, v in metrics.items()])
+            # dev UA of every C, as a curve over the grid's steps
+            client.log_batch(run_id, metrics=[
+                Metric("dev_ua_by_c", float(ua), now, i)
+                for i, (_, ua) in enumerate(sorted(fr.dev_ua_by_c.items()))])
+            with tempfile.TemporaryDirectory() as tmp:
+                tmp = Path(tmp)
+                conf = tmp / "confusion"
+                conf.mkdir()
+                for side, scores in (("dev", fr.dev), ("test", fr.test)):
+                    _write_confusion_csv(scores.confusion, result.classes, conf / f"{side}.csv")
+                    confusion_png(scores.confusion, result.classes, conf / f"{side}.png",
+                                  title=f"{fr.name} {side} ({bcfg.name}, C={fr.c:g})")
+                client.log_artifacts(run_id, str(conf), "confusion")
+                pred = tmp / "predictions"
+                pred.mkdir()
+                write_predictions(fr.predictions, pred / FILE, bcfg.score_kind)
+                client.log_artifacts(run_id, str(pred), "predictions")
+            client.set_terminated(run_id, "FINISHED")
+        summary = result.summary()
+        client.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0)
+                                             for k, v in summary.items()])
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            cm = result.test.confusion_normalised_mean
+            _write_confusion_csv(cm, result.classes, tmp / "test_mean_normalised.csv", fmt="%.4f")
+            confusion_png(cm, result.classes, tmp / "test_mean_normalised.png",
+                          title=f"{bcfg.name}: test, mean of row-normalised folds",
+                          normalise=False)
+            (tmp / "summary.json").write_text(json.dumps(
+                {"folds": [{"name": f.name, "c": f.c, "dev": _scalars(f.dev),
+                            "test": _scalars(f.test)} for f in result.folds],
+                 "summary": summary, "seconds": result.seconds}, indent=2, default=float))
+            client.log_artifacts(parent_id, str(tmp), "results")
+    except BaseException:
+        for run in client.search_runs([experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{parent_id}'"):
+            if run.info.status == "RUNNING":
+                client.set_terminated(run.info.run_id, "FAILED")
+        client.set_terminated(parent_id, "FAILED")
+        raise
+    client.set_terminated(parent_id, "FINISHED")
+    return parent_id
+
+
+def load_predictions(tracking_uri: str, run_id: str):
+    """Per-utterance predictions of a run: a fold run's table, or a config run's fold tables
+    stacked, with a ``fold`` column. ``attrs``: ``run_name``, ``variant``, ``score_kind``.
+
+    Raises ``PredictionsError`` (an InputError) when the run or a fold's table is missing.
+    """
+    import pandas as pd
+
+    from satn.predictions import FILE, PredictionsError, read_predictions
+
+    client = _client(tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception as e:  # MLflow raises its own exception types for an unknown id
+        raise PredictionsError(f"no MLflow run {run_id!r} in {tracking_uri}") from e
+    runs = [run]
+    if run.data.tags.get("satn.level") == "config":
+        runs = client.search_runs(
+            [run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`satn.level` = 'fold'")
+        if not runs:
+            raise PredictionsError(f"MLflow run {run_id} has no fold runs")
+    frames = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in sorted(runs, key=lambda r: r.data.tags.get("satn.fold", r.info.run_id)):
+            try:
+                path = client.download_artifacts(r.info.run_id, f"predictions/{FILE}",
+                                                 str(Path(tmp) / r.info.run_id))
+            except Exception as e:
+                raise PredictionsError(
+                    f"MLflow run {r.info.run_id} ({r.info.run_name}) has no predictions/{FILE}: "
+                    "it was logged before satn kept per-utterance predictions") from e
+            frame = read_predictions(path)
+            frame.insert(0, "fold", r.data.tags.get("satn.fold", r.info.run_id))
+            frames.append(frame)
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs = {"run_id": run_id, "run_name": run.info.run_name or run_id,
+                 "variant": run.data.tags.get("satn.variant", ""),
+                 "score_kind": frames[0].attrs.get("score_kind", "")}
+    return out
+
+
 def mark_runs(tracking_uri: str, parent_id: str, status: str, tags: dict[str, str]) -> bool:
     """Driver-side clean-up: set status and tags on a parent run and its unfinished fold runs.
 
@@ -319,6 +459,31 @@ def find_checkpoint(tracking_uri: str, run_id: str, dest: str | Path) -> Path:
         run = children[0]
     path = client.download_artifacts(run.info.run_id, "checkpoint/best.pt", str(dest))
     return Path(path)
+
+
+def _write_neural_predictions(experiment: Experiment, pf, evaluations, folder: Path) -> None:
+    """The best epoch's dev and test probabilities of one fold as ``folder/predictions.parquet``."""
+    import pandas as pd
+
+    from satn.predictions import FILE, predictions_frame, write_predictions
+
+    folder.mkdir()
+    frames = []
+    for side, ev in evaluations.items():
+        data = getattr(pf.data, side)
+        label_of = dict(zip(data.ids, data.labels, strict=True))
+        frames.append(predictions_frame(ev.ids, [experiment.speakers[u] for u in ev.ids],
+                                        [label_of[u] for u in ev.ids], ev.probs,
+                                        experiment.classes, side))
+    write_predictions(pd.concat(frames, ignore_index=True), folder / FILE, "probability")
+
+
+def _log_params_with(client, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):  # MLflow's per-batch limit
+        client.log_batch(run_id, params=items[i:i + 100])
 
 
 def _scalars(scores) -> dict[str, float]:

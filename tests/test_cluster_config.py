@@ -31,7 +31,6 @@ def test_schema_check_is_not_vacuous(repo_root):
 
 def test_runtime_resources_fit_a_gpu_worker(repo_root):
     from satn.config import RuntimeConfig
-
     from satn.sweep import _gpus_to_pack
 
     runtime = RuntimeConfig.from_yaml(repo_root / "cluster" / "runtime.yaml")

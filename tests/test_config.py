@@ -81,7 +81,9 @@ def test_runtime_configs_load(repo_root):
     assert local.ray.address == "local" and local.ray.node_ip == "127.0.0.1"
     cluster = RuntimeConfig.from_yaml(repo_root / "cluster" / "runtime.yaml")
     assert cluster.ray.address == "auto"
-    assert cluster.resources.per_trial["gpu"] == pytest.approx(1.0)
+    # a trial's five folds, one GPU share each, fill one GPU
+    folds = cluster.resources.bundles(5)[1:]
+    assert sum(b["GPU"] for b in folds) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("overrides, match", [

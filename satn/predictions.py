@@ -1,0 +1,87 @@
+"""Per-utterance predictions of one evaluated fold: a small Parquet table.
+
+One row per utterance and side: ``id``, ``speaker``, ``side`` (dev | test),
+``true`` and ``pred`` (class names), and one ``score.<class>`` column per class
+in the model's class order. Scores are softmax probabilities for neural models
+and logistic regression, decision values for a linear SVM; which is named in the
+file's schema metadata (``satn.score_kind``). Neural and classical runs write the
+same table, so :mod:`satn.significance` compares any two runs utterance by utterance.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from satn.errors import InputError
+
+SCORE_PREFIX = "score."
+SCORE_KINDS = ("probability", "decision")
+COLUMNS = ("id", "speaker", "side", "true", "pred")
+FILE = "predictions.parquet"  # the artifact name in every fold run
+
+
+class PredictionsError(InputError):
+    """A predictions table that is missing, damaged or does not fit its use."""
+
+
+def predictions_frame(ids: Sequence[str], speakers: Sequence[str], true: Sequence[int],
+                      scores: np.ndarray, classes: Sequence[str], side: str,
+                      pred: Sequence[int] | None = None) -> pd.DataFrame:
+    """Rows of one side. ``true``/``pred``: class ids; ``scores``: (N, C); ``pred`` defaults
+    to the argmax of ``scores``."""
+    s = np.asarray(scores, dtype=np.float64)
+    n = len(ids)
+    if s.shape != (n, len(classes)):
+        raise ValueError(f"scores of shape {s.shape} for {n} ids and {len(classes)} classes")
+    if len(speakers) != n or len(true) != n:
+        raise ValueError(f"{n} ids but {len(speakers)} speakers and {len(true)} labels")
+    p = s.argmax(1) if pred is None else np.asarray(pred)
+    names = np.asarray(classes, dtype=object)
+    frame = pd.DataFrame({"id": list(ids), "speaker": list(speakers), "side": side,
+                          "true": names[np.asarray(true, dtype=np.int64)],
+                          "pred": names[p.astype(np.int64)]})
+    for j, c in enumerate(classes):
+        frame[f"{SCORE_PREFIX}{c}"] = s[:, j]
+    return frame
+
+
+def classes_of(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The class order of a predictions table (its score columns)."""
+    return tuple(c[len(SCORE_PREFIX):] for c in frame.columns if c.startswith(SCORE_PREFIX))
+
+
+def write_predictions(frame: pd.DataFrame, path: str | Path, score_kind: str) -> Path:
+    if score_kind not in SCORE_KINDS:
+        raise ValueError(f"score_kind must be one of {SCORE_KINDS}, not {score_kind!r}")
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing or not classes_of(frame):
+        raise ValueError(f"not a predictions table: missing {missing or 'score columns'}")
+    table = pa.Table.from_pandas(frame.reset_index(drop=True), preserve_index=False)
+    meta = {**(table.schema.metadata or {}), b"satn.score_kind": score_kind.encode(),
+            b"satn.classes": json.dumps(list(classes_of(frame))).encode()}
+    path = Path(path)
+    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
+    return path
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """The table at ``path``; ``frame.attrs["score_kind"]`` says what the scores are."""
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise PredictionsError(f"{path}: not a readable predictions table ({e})") from e
+    frame = table.to_pandas()
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing or not classes_of(frame):
+        raise PredictionsError(f"{path}: not a predictions table (missing "
+                               f"{', '.join(missing) or 'score columns'})")
+    kind = (table.schema.metadata or {}).get(b"satn.score_kind", b"").decode()
+    frame.attrs["score_kind"] = kind
+    return frame

@@ -1,0 +1,122 @@
+"""`satn baseline` and `satn compare` through the installed CLI on a tiny demo corpus:
+the MLflow layout of neural runs, predictions kept for every fold, comparisons read back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from satn.cli import main
+
+# minutes on a shared 2-core machine (three fresh CLI processes, each importing MLflow)
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data": {"corpus": "demo", "demo_per_class": 2},
+    "model": {"channels": 16, "heads": 2, "dilations": [1, 2]},
+    "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "device": "cpu"},
+}
+SATN = Path(sys.executable).with_name("satn")  # the installed console script
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    root = tmp_path_factory.mktemp("baseline")
+    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    (root / "runtime.yaml").write_text(yaml.safe_dump({
+        "features_dir": str(root / "features"), "data_dir": str(root / "data"),
+        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "bl"}}))
+    return root
+
+
+def _uri(ws: Path) -> str:
+    return f"sqlite:///{ws / 'mlflow.db'}"
+
+
+def _satn(ws: Path, *args) -> str:
+    res = subprocess.run([str(SATN), *map(str, args)], cwd=ws, capture_output=True, text=True,
+                         timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    return res.stdout
+
+
+@pytest.fixture(scope="module")
+def baseline_runs(ws):
+    out = _satn(ws, "baseline", "--config", ws / "tiny.yaml", "--ray-config",
+                ws / "runtime.yaml", "--features", "logmel_stats", "--classifier", "svm",
+                "--classifier", "logreg", "--c", "0.01,1", "--no-progress")
+    table = out.split("MLflow run")[1].splitlines()[1:3]
+    return out, {ln.split()[0]: ln.split()[-1] for ln in table}
+
+
+def test_baseline_logs_the_layout_of_neural_runs(ws, baseline_runs):
+    from mlflow.tracking import MlflowClient
+
+    from satn.predictions import read_predictions
+
+    out, runs = baseline_runs
+    assert set(runs) == {"svm/logmel_stats", "logreg/logmel_stats"}
+    client = MlflowClient(tracking_uri=_uri(ws))
+    for variant, run_id in runs.items():
+        parent = client.get_run(run_id)
+        assert parent.info.status == "FINISHED"
+        assert parent.data.tags["satn.level"] == "config"
+        assert parent.data.tags["satn.variant"] == variant
+        children = client.search_runs([parent.info.experiment_id],
+                                      f"tags.mlflow.parentRunId = '{run_id}'")
+        assert sorted(c.data.tags["satn.fold"] for c in children) == [
+            f"fold{i}" for i in range(1, 6)]
+        fold_ua = []
+        for child in children:
+            assert child.data.tags["satn.level"] == "fold"
+            assert float(child.data.params["baseline.c"]) in (0.01, 1.0)
+            arts = {a.path for a in client.list_artifacts(child.info.run_id, "confusion")}
+            assert arts == {f"confusion/{s}.{e}" for s in ("dev", "test") for e in ("csv", "png")}
+            path = client.download_artifacts(child.info.run_id,
+                                             "predictions/predictions.parquet", str(ws / "dl"))
+            pred = read_predictions(path)
+            test = pred[pred["side"] == "test"]
+            ua = np.mean([(g["pred"] == g["true"]).mean() for _, g in test.groupby("true")])
+            assert ua == pytest.approx(child.data.metrics["best_test_ua"])
+            fold_ua.append(child.data.metrics["best_test_ua"])
+        assert parent.data.metrics["test_ua_mean"] == pytest.approx(np.mean(fold_ua))
+        line = next(ln for ln in out.splitlines() if ln.startswith(variant + " "))
+        assert f"{np.mean(fold_ua):.3f}" in line
+
+
+def test_neural_runs_keep_predictions_and_compare_reads_both(ws, baseline_runs):
+    from mlflow.tracking import MlflowClient
+
+    _, runs = baseline_runs
+    res = CliRunner().invoke(main, ["train", "--config", str(ws / "tiny.yaml"), "--ray-config",
+                                    str(ws / "runtime.yaml"), "--fold", "1"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    neural = res.output.split("MLflow run ")[1].split()[0]
+    client = MlflowClient(tracking_uri=_uri(ws))
+    svm = runs["svm/logmel_stats"]
+    svm_fold1 = client.search_runs(
+        [client.get_run(svm).info.experiment_id],
+        f"tags.mlflow.parentRunId = '{svm}' and tags.`satn.fold` = 'fold1'")[0].info.run_id
+    out = _satn(ws, "compare", neural, svm_fold1, "--tracking-uri", _uri(ws),
+                "--resamples", "500")
+    lines = {ln.split(":")[0]: ln for ln in out.splitlines()}
+    assert {"A", "B", "UA", "WA"} <= set(lines)
+    neural_ua = client.search_runs([client.get_run(neural).info.experiment_id],
+                                   f"tags.mlflow.parentRunId = '{neural}'")[0] \
+        .data.metrics["best_test_ua"]
+    svm_ua = client.get_run(svm_fold1).data.metrics["best_test_ua"]
+    assert f"A - B = {neural_ua - svm_ua:+.3f}" in lines["UA"]
+    # the whole baseline against one fold of the neural run: not the same utterances
+    bad = subprocess.run([str(SATN), "compare", neural, svm, "--tracking-uri", _uri(ws),
+                          "--resamples", "200"], cwd=ws, capture_output=True, text=True,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert bad.returncode == 1
+    assert "Error: the runs' test sides differ" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -1,0 +1,40 @@
+"""A neural run keeps its best epoch's per-utterance predictions in every fold run."""
+
+import pytest
+import torch
+from fakes import MemoryDataset
+
+from satn.config import ExperimentConfig
+from satn.significance import fold_scores
+
+
+def test_neural_fold_runs_keep_the_best_epochs_predictions(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from satn.runner import Experiment
+    from satn.tracking import MlflowObserver, ensure_experiment, load_predictions
+
+    torch.set_num_threads(1)
+    cfg = ExperimentConfig().override({
+        "model.channels": 8, "model.heads": 2, "model.dilations": "1,2", "train.epochs": 2,
+        "train.batch_size": 16, "train.device": "cpu"})
+    data = MemoryDataset(per_speaker_class=2)
+    exp = Experiment(cfg, data, folds=[1])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    obs = MlflowObserver(uri, ensure_experiment(uri, "t"), run_name="t")
+    exp.run([obs])
+    frame = load_predictions(uri, obs.parent_id)
+    fold = exp.prepared[0].fold
+    best = exp.trainers["fold1"].best
+    for side in ("dev", "test"):
+        rows = frame[frame["side"] == side]
+        assert sorted(rows["id"]) == sorted(getattr(fold, side))
+        speakers = dict(zip(data.meta["id"], data.meta["speaker"], strict=True))
+        assert (rows["speaker"] == rows["id"].map(speakers)).all()
+    assert frame.attrs["score_kind"] == "probability"
+    scores = frame[[c for c in frame.columns if c.startswith("score.")]].to_numpy()
+    assert scores.sum(1) == pytest.approx(1.0, abs=1e-5)
+    assert fold_scores(frame, "ua") == pytest.approx({"fold1": best.test.ua})
+    assert fold_scores(frame, "ua", side="dev") == pytest.approx({"fold1": best.dev.ua})
+    run = MlflowClient(tracking_uri=uri).get_run(obs.fold_runs["fold1"])
+    assert run.data.metrics["best_test_ua"] == pytest.approx(best.test.ua)
