@@ -435,7 +435,7 @@ def _featurise(
     the order of ``utts``.
     """
     order = sorted(range(len(waves)), key=lambda i: (waves[i].shape[0], i))
-    budget = BATCH_SECONDS * extractor.cfg.sample_rate
+    budget = BATCH_SECONDS * extractor.sample_rate
     batches: list[list[int]] = []
     for i in order:  # ascending lengths: the newest wave is the batch's longest
         if batches and len(batches[-1]) < batch_size \

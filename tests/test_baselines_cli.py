@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "data": {"corpus": "demo", "demo_per_class": 2},
-    "model": {"channels": 16, "heads": 2, "dilations": [1, 2]},
+    "model": {"tcn": {"channels": 16, "dilations": [1, 2]}, "attention": {"heads": 2}},
     "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "device": "cpu"},
 }
 SATN = Path(sys.executable).with_name("satn")  # the installed console script

@@ -16,7 +16,7 @@ def test_neural_fold_runs_keep_the_best_epochs_predictions(tmp_path):
 
     torch.set_num_threads(1)
     cfg = ExperimentConfig().override({
-        "model.channels": 8, "model.heads": 2, "model.dilations": "1,2", "train.epochs": 2,
+        "model.tcn.channels": 8, "model.attention.heads": 2, "model.tcn.dilations": "1,2", "train.epochs": 2,
         "train.batch_size": 16, "train.device": "cpu"})
     data = MemoryDataset(per_speaker_class=2)
     exp = Experiment(cfg, data, folds=[1])
