@@ -220,9 +220,15 @@ class BucketBatchSampler(Sampler[list[int]]):
         shuffle: bool,
         seed: int = 0,
         bucket_width: int = 50,
+        max_cost: int | None = None,
     ) -> None:
+        """``max_cost`` (fixed order only): a batch of B items whose longest has T frames
+        costs B * T**2, what self-attention scores take; batches stay within it (a longer
+        item goes alone), so evaluation memory does not grow with the longest utterances."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if max_cost is not None and shuffle:
+            raise ValueError("max_cost sizes evaluation batches (shuffle=False) only")
         if bucket_width < 1:
             raise ValueError(f"bucket_width must be >= 1, got {bucket_width}")
         self.lengths = np.asarray(lengths, dtype=np.int64)
@@ -230,6 +236,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.seed = seed
         self.bucket_width = bucket_width
+        self.max_cost = max_cost
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -244,16 +251,32 @@ class BucketBatchSampler(Sampler[list[int]]):
             order = np.lexsort((noise, buckets))
         else:
             order = np.lexsort((np.arange(len(self.lengths)), self.lengths))
+        if self.max_cost is not None:
+            return self._within_cost(order)
         out = [order[i : i + self.batch_size].tolist()
                for i in range(0, len(order), self.batch_size)]
         if self.shuffle:
             out = [out[j] for j in rng.permutation(len(out))]
         return out
 
+    def _within_cost(self, order: np.ndarray) -> list[list[int]]:
+        """Ascending lengths cut where B * T_max**2 would pass ``max_cost``."""
+        out: list[list[int]] = []
+        for i in order.tolist():  # ascending: the newest item is the batch's longest
+            t = int(self.lengths[i])
+            if out and len(out[-1]) < self.batch_size and \
+                    (len(out[-1]) + 1) * t * t <= self.max_cost:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
+
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())
 
     def __len__(self) -> int:
+        if self.max_cost is not None:
+            return len(self.batches())
         return math.ceil(len(self.lengths) / self.batch_size)
 
 
@@ -278,14 +301,16 @@ def make_loader(
     seed: int = 0,
     bucket_width: int = 50,
     num_workers: int = 0,
+    max_cost: int | None = None,
 ) -> DataLoader:
     """A DataLoader of :class:`Batch` over length buckets of ``dataset``.
 
     Call :func:`set_epoch` before each epoch. Workers are not persistent, so
-    each epoch's workers see the epoch just set.
+    each epoch's workers see the epoch just set. ``max_cost``: see
+    :class:`BucketBatchSampler` (evaluation).
     """
     sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=shuffle, seed=seed,
-                                 bucket_width=bucket_width)
+                                 bucket_width=bucket_width, max_cost=max_cost)
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
                       num_workers=num_workers)
 

@@ -324,6 +324,12 @@ class TrainConfig:
     # GPU runs bit for bit: deterministic kernels, no cuDNN autotuning, no TF32 (slower;
     # benchmarks/README.md). CPU runs are deterministic either way.
     deterministic: bool = False
+    # evaluation batches: at most batch_size items and batch x longest**2 (frames) within
+    # this, so the (B, H, T, T) attention scores of long turns fit (16e6: 32 items of
+    # 700 frames, or one of 4000)
+    eval_cost: int = 16_000_000
+    # logged attention maps of utterances longer than this are pooled down to it
+    probe_frames: int = 1000
 
     def __post_init__(self) -> None:
         _check("train", {
@@ -339,6 +345,9 @@ class TrainConfig:
             "patience": (self.patience is None or self.patience >= 1,
                          f"must be at least 1 or none, not {self.patience}"),
             "bucket_width": (self.bucket_width >= 1, f"must be at least 1, not {self.bucket_width}"),
+            "eval_cost": (self.eval_cost >= 1, f"must be at least 1, not {self.eval_cost}"),
+            "probe_frames": (self.probe_frames >= 1,
+                             f"must be at least 1, not {self.probe_frames}"),
         })
 
 

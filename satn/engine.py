@@ -158,9 +158,12 @@ def class_weights(labels: list[int], n_classes: int) -> Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
              device: torch.device, loss_fn: nn.Module | None = None,
-             aux: Sequence[AuxLoss] = (), chunk: tuple[int, int] | None = None) -> Evaluation:
+             aux: Sequence[AuxLoss] = (), chunk: tuple[int, int] | None = None,
+             max_cost: int | None = None) -> Evaluation:
     """Predict every utterance of ``dataset`` (full length, in length buckets); the loss
     terms are those of training when given the trainer's ``loss_fn`` and ``aux``.
+    ``max_cost`` bounds batch x longest**2 (``train.eval_cost``): long turns go in
+    small batches instead of building (B, H, T, T) scores for B of them.
 
     ``chunk = (frames, hop)``: an utterance's logits are the mean of the logits of its
     chunks (:func:`satn.augment.chunk_starts`); one chunk covering it gives the
@@ -170,7 +173,7 @@ def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     probs, ys, ids, total = [], [], [], 0.0
     sums: dict[str, float] = {}
-    for batch in make_loader(dataset, batch_size, shuffle=False):
+    for batch in make_loader(dataset, batch_size, shuffle=False, max_cost=max_cost):
         batch = batch.to(device)
         logits, loss, terms = loss_terms(model, batch, dataset, loss_fn, aux)
         if chunk is not None:
@@ -209,9 +212,9 @@ def chunked_logits(model: nn.Module, x: Tensor, lengths: Tensor, frames: int, ho
 
 @torch.no_grad()
 def attention_maps(model: nn.Module, dataset: SequenceDataset, ids: tuple[str, ...],
-                   device: torch.device) -> dict[str, np.ndarray]:
+                   device: torch.device, max_frames: int | None = None) -> dict[str, np.ndarray]:
     """Attention weights of the given utterances, each run alone: id -> (H, T, T) (self)
-    or (T,) (soft), float16."""
+    or (T,) (soft), float16; longer than ``max_frames``, pooled to that size."""
     model.eval()
     index = {uid: i for i, uid in enumerate(dataset.ids)}
     maps = {}
@@ -219,8 +222,28 @@ def attention_maps(model: nn.Module, dataset: SequenceDataset, ids: tuple[str, .
         x, _, _ = dataset[index[uid]]
         out = model(x.unsqueeze(0).to(device), torch.tensor([x.shape[0]], device=device))
         if out.attention is not None:
-            maps[uid] = out.attention[0].float().cpu().numpy().astype(np.float16)
+            att = out.attention[0].float()
+            if max_frames is not None and att.shape[-1] > max_frames:
+                att = pool_attention(att, max_frames)
+            maps[uid] = att.cpu().numpy().astype(np.float16)
     return maps
+
+
+def pool_attention(att: Tensor, size: int) -> Tensor:
+    """(..., T, T) or (T,) weights -> (..., size, size) or (size,), each row still a
+    distribution: frames fall into ``size`` bins; a bin's row is the mean of its frames'
+    rows, its columns the sum of their frames' weights (a 3,400-frame map of 4 heads is
+    92 MB as float16; at 1,000 frames, 8 MB)."""
+    t = att.shape[-1]
+    bins = torch.div(torch.arange(t, device=att.device) * size, t, rounding_mode="floor")
+    cols = torch.zeros(*att.shape[:-1], size, device=att.device, dtype=att.dtype)
+    cols.index_add_(-1, bins, att)  # sum the weights of each bin's frames
+    if att.dim() == 1:
+        return cols
+    rows = torch.zeros(*att.shape[:-2], size, size, device=att.device, dtype=att.dtype)
+    rows.index_add_(-2, bins, cols)
+    counts = torch.bincount(bins, minlength=size).to(att.dtype)
+    return rows / counts.unsqueeze(-1)
 
 
 class FoldTrainer:
@@ -298,15 +321,16 @@ class FoldTrainer:
             n += len(batch.y)
         # dev loss with training's definition: the same class weights and aux terms
         dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device,
-                       self.loss_fn, self.aux, chunk=self.chunk)
+                       self.loss_fn, self.aux, chunk=self.chunk, max_cost=self.cfg.eval_cost)
         improved = self.best is None or dev.scores.ua > self.best.dev.ua
         if improved:
             test = evaluate(self.model, self.data.test, self.cfg.batch_size, self.device,
-                            chunk=self.chunk)
+                            chunk=self.chunk, max_cost=self.cfg.eval_cost)
             self.best = Best(
                 self.epoch, dev.scores, test.scores,
                 {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                attention_maps(self.model, self.data.dev, self.data.probe_ids, self.device),
+                attention_maps(self.model, self.data.dev, self.data.probe_ids, self.device,
+                               self.cfg.probe_frames),
                 {"dev": dev, "test": test},
             )
         stats = EpochStats(self.epoch, total / max(n, 1), dev.loss, dev.scores, improved,

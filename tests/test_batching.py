@@ -238,3 +238,22 @@ def test_loader_serves_every_item_once_as_padded_batches() -> None:
         orders.append(seen)
     assert orders[0] != orders[1]
     assert ds.epoch == 1 and loader.batch_sampler.epoch == 1
+
+
+def test_evaluation_batches_stay_within_their_attention_cost():
+    from satn.batching import BucketBatchSampler
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(50, 700, 200), [3400, 3000, 2500, 1800]])
+    sampler = BucketBatchSampler(lengths, 32, shuffle=False, max_cost=16_000_000)
+    batches = sampler.batches()
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # each once
+    for b in batches:
+        longest = lengths[b].max()
+        assert len(b) <= 32
+        assert len(b) == 1 or len(b) * longest ** 2 <= 16_000_000
+    # the longest turns no longer ride in a batch of 32: 3400 frames goes alone
+    assert [len(b) for b in batches if 3400 in lengths[b]] == [1]
+    assert len(sampler) == len(batches)
+    with pytest.raises(ValueError, match="evaluation"):
+        BucketBatchSampler(lengths, 32, shuffle=True, max_cost=10)

@@ -167,3 +167,18 @@ def test_deterministic_training_switches_the_process_to_deterministic_kernels():
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True", "False", "False", ":4096:8"]
+
+
+def test_pooled_attention_maps_stay_distributions():
+    import torch
+
+    from satn.engine import pool_attention
+
+    att = torch.rand(2, 37, 37).softmax(-1)
+    pooled = pool_attention(att, 10)
+    assert pooled.shape == (2, 10, 10)
+    assert torch.allclose(pooled.sum(-1), torch.ones(2, 10), atol=1e-5)
+    soft = torch.rand(37).softmax(-1)
+    assert torch.allclose(pool_attention(soft, 10).sum(), torch.tensor(1.0), atol=1e-6)
+    same = pool_attention(att, 37)  # one frame per bin: unchanged
+    assert torch.allclose(same, att, atol=1e-6)
