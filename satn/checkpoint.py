@@ -17,8 +17,9 @@ import torch
 
 from satn import __version__
 from satn.batching import Normalizer
-from satn.config import ExperimentConfig
+from satn.config import ConfigError, ExperimentConfig, VQVAEConfig, from_dict, to_dict
 from satn.models import SERModel, build_model
+from satn.models.vqvae import VQVAE, build_vqvae
 
 FORMAT = "satn-checkpoint/1"
 
@@ -70,3 +71,52 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     model.load_state_dict(blob["state_dict"])
     return Checkpoint(model.to(device).eval(), cfg, classes,
                       Normalizer.from_dict(meta["normalizer"]), frame_shape, meta)
+
+
+# ---------------------------------------------------------------- VQ-VAE artifacts
+
+VQVAE_FORMAT = "satn-vqvae/1"
+
+
+@dataclass
+class VQVAEArtifact:
+    model: VQVAE  # eval mode
+    settings: VQVAEConfig  # the sizes it was built with
+    normalizer: Normalizer  # per-bin statistics of its training side
+    segment_shape: tuple[int, int]
+    meta: dict[str, Any]
+
+
+def save_vqvae(path: str | Path, model: VQVAE, *, settings: VQVAEConfig, normalizer: Normalizer,
+               extra: dict[str, Any] | None = None) -> Path:
+    """Write a pretrained VQ-VAE (weights + JSON meta) that loads with ``weights_only``."""
+    meta = {"format": VQVAE_FORMAT, "satn_version": __version__,
+            "vqvae": to_dict(settings), "segment_shape": list(model.segment_shape),
+            "normalizer": normalizer.to_dict(), **(extra or {})}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"state_dict": model.state_dict(), "meta": json.dumps(meta)}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAEArtifact:
+    """Read an artifact of :func:`save_vqvae`; a foreign file raises ``ConfigError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"model.vqvae.checkpoint: no file {path}")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+        meta = json.loads(blob["meta"])
+    except Exception as e:
+        raise ConfigError(f"model.vqvae.checkpoint: {path} is not a satn VQ-VAE ({e})") from e
+    if meta.get("format") != VQVAE_FORMAT:
+        raise ConfigError(f"model.vqvae.checkpoint: {path} has format {meta.get('format')!r}, "
+                          f"not {VQVAE_FORMAT}")
+    settings = from_dict(VQVAEConfig, meta["vqvae"], "vqvae.")
+    shape = tuple(meta["segment_shape"])
+    model = build_vqvae(settings, shape)
+    model.load_state_dict(blob["state_dict"])
+    return VQVAEArtifact(model.to(device).eval(), settings, Normalizer.from_dict(
+        meta["normalizer"]), shape, meta)

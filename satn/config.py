@@ -167,6 +167,96 @@ class FoldConfig:
 
 
 @dataclass(frozen=True)
+class CNNConfig:
+    """The segment CNN of the deep representation R_d (Satt et al. via TACN Sec. 3.1)."""
+
+    channels: tuple[int, ...] = (32, 64, 64)  # one conv-ReLU-maxpool block per entry
+    kernel_size: int = 3
+    out_dim: int = 128  # size of one segment's vector
+
+    def __post_init__(self) -> None:
+        _check("model.cnn", {
+            "channels": (bool(self.channels) and min(self.channels) >= 1,
+                         f"must be one or more positive integers, not {list(self.channels)}"),
+            "kernel_size": (self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+                            f"must be odd and at least 1, not {self.kernel_size}"),
+            "out_dim": (self.out_dim >= 1, f"must be at least 1, not {self.out_dim}"),
+        })
+
+
+@dataclass(frozen=True)
+class TACNConfig:
+    """TACN's tap-attention TCN (Eqs. 3-7); the paper's n = 8 layers, k = 3, h = 8 heads."""
+
+    layers: int = 8  # dilations 1, 2, 4, ..., 2**(layers-1)
+    kernel_size: int = 3  # taps per layer
+    heads: int = 8
+    channels: int = 64
+
+    def __post_init__(self) -> None:
+        _check("model.tacn", {
+            "layers": (self.layers >= 1, f"must be at least 1, not {self.layers}"),
+            "kernel_size": (self.kernel_size >= 1, f"must be at least 1, not {self.kernel_size}"),
+            "heads": (self.heads >= 1 and self.channels % self.heads == 0,
+                      f"must divide model.tacn.channels={self.channels}, not {self.heads}"),
+            "channels": (self.channels >= 1, f"must be at least 1, not {self.channels}"),
+        })
+
+
+@dataclass(frozen=True)
+class VQVAEConfig:
+    """The VQ-VAE of the latent representation R_l (TACN Sec. 2.1) and its pretraining.
+
+    ``checkpoint`` names an artifact written by ``satn pretrain-vqvae``; its sizes
+    must equal these. With ``finetune`` the VQ-VAE trains with the classifier and
+    its losses join the loss by name, each times ``loss_weight``; without it, it
+    is frozen.
+    """
+
+    hidden: int = 64
+    code_dim: int = 16
+    codebook_size: int = 256
+    downsample: int = 2  # stride-2 convolutions: a 32 x 129 segment -> an 8 x 33 grid of codes
+    beta: float = 0.25  # commitment weight
+    ema: bool = True  # codebook by EMA (with dead-code restarts); false: by its loss
+    decay: float = 0.99
+    dead_code_threshold: float = 2.0  # EMA usage under which a code is re-seeded (0: never)
+    kmeans_init: bool = True
+    checkpoint: str = ""  # a pretrained artifact (.pt); empty: random initialisation
+    finetune: bool = False
+    loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check("model.vqvae", {
+            "hidden": (self.hidden >= 1, f"must be at least 1, not {self.hidden}"),
+            "code_dim": (self.code_dim >= 1, f"must be at least 1, not {self.code_dim}"),
+            "codebook_size": (self.codebook_size >= 2, f"must be at least 2, not "
+                              f"{self.codebook_size}"),
+            "downsample": (1 <= self.downsample <= 4, f"must be 1 to 4, not {self.downsample}"),
+            "beta": (self.beta >= 0, f"must be >= 0, not {self.beta}"),
+            "decay": (0 < self.decay < 1, f"must be in (0, 1), not {self.decay}"),
+            "dead_code_threshold": (self.dead_code_threshold >= 0,
+                                    f"must be >= 0, not {self.dead_code_threshold}"),
+            "loss_weight": (self.loss_weight >= 0, f"must be >= 0, not {self.loss_weight}"),
+        })
+
+    def sizes(self) -> dict[str, Any]:
+        """The settings that fix the architecture (an artifact must match them)."""
+        return {k: getattr(self, k) for k in ("hidden", "code_dim", "codebook_size",
+                                              "downsample", "ema")}
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """R_f = ReLU(W [R_l ; R_d] + b): the fully connected fusion layer."""
+
+    dim: int = 128
+
+    def __post_init__(self) -> None:
+        _check("model.fusion", {"dim": (self.dim >= 1, f"must be at least 1, not {self.dim}")})
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A model variant from the registry and its sizes."""
 
@@ -177,6 +267,10 @@ class ModelConfig:
     dropout: float = 0.2
     heads: int = 4
     causal: bool = True
+    cnn: CNNConfig = field(default_factory=CNNConfig)
+    tacn: TACNConfig = field(default_factory=TACNConfig)
+    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
 
     def __post_init__(self) -> None:
         _check("model", {
@@ -220,6 +314,29 @@ class TrainConfig:
             "patience": (self.patience is None or self.patience >= 1,
                          f"must be at least 1 or none, not {self.patience}"),
             "bucket_width": (self.bucket_width >= 1, f"must be at least 1, not {self.bucket_width}"),
+        })
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """``satn pretrain-vqvae``: steps over random segments of unlabeled speech."""
+
+    steps: int = 2000
+    batch_size: int = 64  # segments per step
+    lr: float = 1e-3
+    heldout: float = 0.1  # share of utterances kept out for the held-out figures
+    eval_every: int = 200  # steps between held-out evaluations
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check("pretrain", {
+            "steps": (self.steps >= 1, f"must be at least 1, not {self.steps}"),
+            "batch_size": (self.batch_size >= 1, f"must be at least 1, not {self.batch_size}"),
+            "lr": (self.lr > 0, f"must be > 0, not {self.lr}"),
+            "heldout": (0 < self.heldout < 1, f"must be in (0, 1), not {self.heldout}"),
+            "eval_every": (self.eval_every >= 1, f"must be at least 1, not {self.eval_every}"),
+            "device": check_device(self.device),
         })
 
 

@@ -52,3 +52,39 @@ def attention_png(attn: np.ndarray, path: str | Path, title: str = "") -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return Path(path)
+
+
+def reconstruction_png(pairs: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """(2, n, S, F) inputs and reconstructions -> n columns, input above output (bins upward)."""
+    pairs = np.asarray(pairs, dtype=np.float32)
+    n = pairs.shape[1]
+    fig, axes = plt.subplots(2, n, figsize=(1.6 * n + 0.6, 4.2), squeeze=False)
+    lo, hi = np.percentile(pairs, [1, 99])
+    for j in range(n):
+        for i, name in enumerate(("input", "reconstruction")):
+            ax = axes[i][j]
+            ax.imshow(pairs[i, j].T, origin="lower", aspect="auto", cmap="magma", vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(f"{name}\nbin", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def curves_png(steps: np.ndarray, series: dict[str, np.ndarray], path: str | Path,
+               xlabel: str = "step", title: str = "") -> Path:
+    """One panel per named series against ``steps`` (e.g. reconstruction, perplexity)."""
+    fig, axes = plt.subplots(1, len(series), figsize=(3.4 * len(series), 2.8), squeeze=False)
+    for ax, (name, ys) in zip(axes[0], series.items(), strict=True):
+        ax.plot(steps, ys, marker="o", ms=3)
+        ax.set(xlabel=xlabel, title=name)
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return Path(path)

@@ -275,3 +275,35 @@ def tag_run(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
     client = _client(tracking_uri)
     for k, v in tags.items():
         client.set_tag(run_id, k, v)
+
+
+def log_pretraining(tracking_uri: str, experiment_id: str, run_name: str,
+                    params: dict[str, Any], history: list[dict[str, float]],
+                    artifacts: dict[str, str | Path], tags: dict[str, str] | None = None) -> str:
+    """One finished run for a pretraining job: params, per-step metrics, files by folder.
+
+    ``history`` rows carry a ``step`` and metrics; ``artifacts`` maps an artifact
+    folder (``model``, ``figures``) to a local file or folder. Returns the run id.
+    """
+    from mlflow.entities import Metric, Param
+
+    client = _client(tracking_uri)
+    run = client.create_run(experiment_id, run_name=run_name,
+                            tags={"satn.level": "pretrain", **(tags or {})})
+    run_id = run.info.run_id
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+    now = _now_ms()
+    metrics = [Metric(k, float(v), now, int(row["step"])) for row in history
+               for k, v in row.items() if k != "step"]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+    for folder, path in artifacts.items():
+        path = Path(path)
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), folder)
+        else:
+            client.log_artifact(run_id, str(path), folder)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
