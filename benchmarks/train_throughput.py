@@ -96,7 +96,7 @@ def main() -> None:
     data = SyntheticFeatures(args.utterances, args.mean_frames)
     cfg = ExperimentConfig().override({
         "train.device": args.device, "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size, "model.channels": args.channels})
+        "train.batch_size": args.batch_size, "model.tcn.channels": args.channels})
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"# {len(data)} utterances, mean {data.mean_frames:.0f} frames, 5 folds, "
           f"tcn_self channels {args.channels}, batch {args.batch_size}, device {name}, "

@@ -17,7 +17,7 @@ import torch
 
 from satn import __version__
 from satn.batching import Normalizer
-from satn.config import ConfigError, ExperimentConfig, VQVAEConfig, from_dict, to_dict
+from satn.config import ConfigError, ExperimentConfig, VQVAESettings, from_dict, to_dict
 from satn.models import SERModel, build_model
 from satn.models.vqvae import VQVAE, build_vqvae
 
@@ -81,13 +81,13 @@ VQVAE_FORMAT = "satn-vqvae/1"
 @dataclass
 class VQVAEArtifact:
     model: VQVAE  # eval mode
-    settings: VQVAEConfig  # the sizes it was built with
+    settings: VQVAESettings  # the sizes it was built with
     normalizer: Normalizer  # per-bin statistics of its training side
     segment_shape: tuple[int, int]
     meta: dict[str, Any]
 
 
-def save_vqvae(path: str | Path, model: VQVAE, *, settings: VQVAEConfig, normalizer: Normalizer,
+def save_vqvae(path: str | Path, model: VQVAE, *, settings: VQVAESettings, normalizer: Normalizer,
                extra: dict[str, Any] | None = None) -> Path:
     """Write a pretrained VQ-VAE (weights + JSON meta) that loads with ``weights_only``."""
     meta = {"format": VQVAE_FORMAT, "satn_version": __version__,
@@ -114,7 +114,7 @@ def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAEArt
     if meta.get("format") != VQVAE_FORMAT:
         raise ConfigError(f"model.vqvae.checkpoint: {path} has format {meta.get('format')!r}, "
                           f"not {VQVAE_FORMAT}")
-    settings = from_dict(VQVAEConfig, meta["vqvae"], "vqvae.")
+    settings = from_dict(VQVAESettings, meta["vqvae"], "vqvae.")
     shape = tuple(meta["segment_shape"])
     model = build_vqvae(settings, shape)
     model.load_state_dict(blob["state_dict"])

@@ -23,7 +23,7 @@ def _parse_sets(pairs: tuple[str, ...]) -> dict[str, str]:
     for p in pairs:
         key, eq, value = p.partition("=")
         if not eq or not key:
-            raise click.BadParameter(f"{p!r}: expected KEY=VALUE, e.g. model.heads=8",
+            raise click.BadParameter(f"{p!r}: expected KEY=VALUE, e.g. model.attention.heads=8",
                                      param_hint="--set")
         out[key.strip()] = value.strip()
     return out
@@ -41,7 +41,7 @@ def experiment_options(fn):
         click.option("--protocol", type=click.Choice(["satn", "full"]), default=None,
                      help="IEMOCAP protocol: satn (improvised, 4 classes) or full."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Override any config key, e.g. --set model.heads=8 (repeatable)."),
+                     help="Override any config key, e.g. --set model.attention.heads=8 (repeatable)."),
         click.option("--ray-config", "runtime_path", type=click.Path(dir_okay=False),
                      default=None, help="Runtime settings (default: ./ray_config.yaml)."),
     ]
@@ -395,11 +395,12 @@ def _save_pretraining(cfg, pre, info, result, out, runtime, tracking_uri, no_mlf
 
 @main.command()
 def variants() -> None:
-    """List the registered model variants."""
-    from satn.models import available
+    """List the registered model variants and the model.* settings each reads."""
+    from satn.models import available, families
 
     for name in available():
-        click.echo(name)
+        click.echo(f"{name:16s} reads model.dropout, " + ", ".join(
+            f"model.{f}.*" for f in families(name)))
 
 
 # ---------------------------------------------------------------- satn-sweep

@@ -1,7 +1,8 @@
 """Configuration: one frozen dataclass per concern.
 
 YAML files in ``experiments/`` load into :class:`ExperimentConfig`; search
-spaces and the CLI change it through dotted overrides (``{"model.heads": 4}``);
+spaces and the CLI change it through dotted overrides
+(``{"model.attention.heads": 4}``);
 :meth:`ExperimentConfig.flat` gives the flat dict that MLflow and Ray Tune log.
 Values that Optuna cannot hold (lists such as dilation schedules) travel as
 strings (``"1,2,4,8,16"``) and are parsed back here, in one place.
@@ -166,9 +167,85 @@ class FoldConfig:
         })
 
 
+RNN_CELLS = ("rnn", "gru", "lstm")
+ATTENTION_FORMS = ("paper", "multihead")
+POOLINGS = ("mean", "max")
+TRANSFER_KINDS = ("activation", "attention", "both")
+
+
 @dataclass(frozen=True)
-class CNNConfig:
-    """The segment CNN of the deep representation R_d (Satt et al. via TACN Sec. 3.1)."""
+class TCNSettings:
+    """The dilated temporal convolutional encoder (``model.tcn.*``)."""
+
+    channels: int = 64
+    kernel_size: int = 3
+    dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
+    causal: bool = True
+    # 2: locuslab's residual block of two convolutions; 1: SATN's one-convolution layers
+    convs_per_block: int = 2
+
+    def __post_init__(self) -> None:
+        _check("model.tcn", {
+            "channels": (self.channels >= 1, f"must be at least 1, not {self.channels}"),
+            "kernel_size": (self.kernel_size >= 1, f"must be at least 1, not {self.kernel_size}"),
+            "dilations": (bool(self.dilations) and min(self.dilations) >= 1,
+                          f"must be one or more positive integers, not {list(self.dilations)}"),
+            "convs_per_block": (self.convs_per_block >= 1,
+                                f"must be at least 1, not {self.convs_per_block}"),
+        })
+
+
+@dataclass(frozen=True)
+class RecurrentSettings:
+    """A recurrent encoder (``model.rnn.*``): SATN's BLSTM is one bidirectional LSTM of 128."""
+
+    cell: str = "lstm"  # rnn | gru | lstm
+    hidden: int = 128  # units per direction
+    layers: int = 1
+    bidirectional: bool = True
+
+    def __post_init__(self) -> None:
+        _check("model.rnn", {
+            "cell": _one_of(self.cell, RNN_CELLS),
+            "hidden": (self.hidden >= 1, f"must be at least 1, not {self.hidden}"),
+            "layers": (self.layers >= 1, f"must be at least 1, not {self.layers}"),
+        })
+
+    @property
+    def output_dim(self) -> int:
+        return self.hidden * (2 if self.bidirectional else 1)
+
+
+@dataclass(frozen=True)
+class AttentionSettings:
+    """The temporal readout (``model.attention.*``).
+
+    Self-attention comes in two forms: ``paper`` (SATN Eqs. 7-8: one head,
+    d_k = d, no output projection) and ``multihead`` (``heads`` heads, output
+    projection, residual + LayerNorm). Either is pooled over valid frames by
+    ``pooling``, which the paper leaves unsaid. Soft attention (Eqs. 1-3)
+    scores frames through tanh(W h + b) of width ``energy_dim`` (None: the
+    encoder's width).
+    """
+
+    form: str = "multihead"  # paper | multihead (self-attention variants)
+    heads: int = 4  # multihead form only; the paper form has one
+    pooling: str = "mean"  # mean | max, over valid frames (self-attention variants)
+    energy_dim: int | None = None  # soft attention: width of the tanh energy layer
+
+    def __post_init__(self) -> None:
+        _check("model.attention", {
+            "form": _one_of(self.form, ATTENTION_FORMS),
+            "heads": (self.heads >= 1, f"must be at least 1, not {self.heads}"),
+            "pooling": _one_of(self.pooling, POOLINGS),
+            "energy_dim": (self.energy_dim is None or self.energy_dim >= 1,
+                           f"must be at least 1 or none, not {self.energy_dim}"),
+        })
+
+
+@dataclass(frozen=True)
+class CNNSettings:
+    """The segment CNN of the deep representation R_d (``model.cnn.*``; TACN Sec. 3.1)."""
 
     channels: tuple[int, ...] = (32, 64, 64)  # one conv-ReLU-maxpool block per entry
     kernel_size: int = 3
@@ -185,8 +262,8 @@ class CNNConfig:
 
 
 @dataclass(frozen=True)
-class TACNConfig:
-    """TACN's tap-attention TCN (Eqs. 3-7); the paper's n = 8 layers, k = 3, h = 8 heads."""
+class TACNSettings:
+    """TACN's tap-attention TCN (``model.tacn.*``; Eqs. 3-7): the paper's n = 8, k = 3, h = 8."""
 
     layers: int = 8  # dilations 1, 2, 4, ..., 2**(layers-1)
     kernel_size: int = 3  # taps per layer
@@ -204,8 +281,8 @@ class TACNConfig:
 
 
 @dataclass(frozen=True)
-class VQVAEConfig:
-    """The VQ-VAE of the latent representation R_l (TACN Sec. 2.1) and its pretraining.
+class VQVAESettings:
+    """The VQ-VAE of the latent representation R_l (``model.vqvae.*``; TACN Sec. 2.1).
 
     ``checkpoint`` names an artifact written by ``satn pretrain-vqvae``; its sizes
     must equal these. With ``finetune`` the VQ-VAE trains with the classifier and
@@ -247,8 +324,8 @@ class VQVAEConfig:
 
 
 @dataclass(frozen=True)
-class FusionConfig:
-    """R_f = ReLU(W [R_l ; R_d] + b): the fully connected fusion layer."""
+class FusionSettings:
+    """The fusion layer (``model.fusion.*``): R_f = ReLU(W [R_l ; R_d] + b)."""
 
     dim: int = 128
 
@@ -258,30 +335,65 @@ class FusionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """A model variant from the registry and its sizes."""
+    """A model variant from the registry, and the settings of each block family.
+
+    A variant's builder reads only the families it names (``satn variants``
+    lists them); the others are carried along unused.
+    """
 
     variant: str = "tcn_self"
-    channels: int = 64
-    kernel_size: int = 3
-    dilations: tuple[int, ...] = (1, 2, 4, 8, 16)
     dropout: float = 0.2
-    heads: int = 4
-    causal: bool = True
-    cnn: CNNConfig = field(default_factory=CNNConfig)
-    tacn: TACNConfig = field(default_factory=TACNConfig)
-    vqvae: VQVAEConfig = field(default_factory=VQVAEConfig)
-    fusion: FusionConfig = field(default_factory=FusionConfig)
+    tcn: TCNSettings = field(default_factory=TCNSettings)
+    rnn: RecurrentSettings = field(default_factory=RecurrentSettings)
+    attention: AttentionSettings = field(default_factory=AttentionSettings)
+    cnn: CNNSettings = field(default_factory=CNNSettings)
+    tacn: TACNSettings = field(default_factory=TACNSettings)
+    vqvae: VQVAESettings = field(default_factory=VQVAESettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
 
     def __post_init__(self) -> None:
         _check("model", {
-            "channels": (self.channels >= 1, f"must be at least 1, not {self.channels}"),
-            "kernel_size": (self.kernel_size >= 1, f"must be at least 1, not {self.kernel_size}"),
-            "dilations": (bool(self.dilations) and min(self.dilations) >= 1,
-                          f"must be one or more positive integers, not {list(self.dilations)}"),
             "dropout": (0.0 <= self.dropout < 1.0, f"must be in [0, 1), not {self.dropout}"),
-            "heads": (self.heads >= 1 and self.channels % self.heads == 0,
-                      f"must divide model.channels={self.channels}, not {self.heads}"),
         })
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Attention transfer from a frozen ASR teacher (SATN Eqs. 10-12), for ``*_at`` variants.
+
+    ``pairs`` match student maps to teacher maps by name, ``student:teacher``
+    (e.g. ``encoder.layer4:encoder.layer4``, ``attention:encoder.attention``).
+    """
+
+    teacher: str = ""  # path of a saved teacher (the CLI also resolves an MLflow run id)
+    weight: float = 1.0  # W_AT in L_T = L_SER + W_AT * L_AT
+    p: float = 2.0  # activation map F(A) = sum_c |A_c|^p
+    kind: str = "activation"  # activation | attention | both: which pairs count
+    pairs: tuple[str, ...] = (
+        "encoder.layer0:encoder.layer0", "encoder.layer1:encoder.layer1",
+        "encoder.layer2:encoder.layer2", "encoder.layer3:encoder.layer3",
+        "encoder.layer4:encoder.layer4", "attention:encoder.attention")
+    cache: bool = True  # keep each training utterance's teacher maps after their first use
+
+    def __post_init__(self) -> None:
+        bad = [p for p in self.pairs if p.count(":") != 1 or "" in p.split(":")]
+        _check("transfer", {
+            "weight": (self.weight >= 0, f"must be >= 0, not {self.weight}"),
+            "p": (self.p > 0, f"must be > 0, not {self.p}"),
+            "kind": _one_of(self.kind, TRANSFER_KINDS),
+            "pairs": (bool(self.pairs) and not bad,
+                      f"must be one or more student:teacher map names, not {bad or '[]'}"),
+        })
+
+    def chosen_pairs(self) -> list[tuple[str, str]]:
+        """The (student, teacher) map names that ``kind`` selects."""
+        out = []
+        for pair in self.pairs:
+            s, t = pair.split(":")
+            attention = "attention" in s.split(".")[-1]
+            if self.kind == "both" or (self.kind == "attention") == attention:
+                out.append((s, t))
+        return out
 
 
 @dataclass(frozen=True)
@@ -342,13 +454,14 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything one trial needs: data, features, folds, model, training."""
+    """Everything one trial needs: data, features, folds, model, training, transfer."""
 
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     folds: FoldConfig = field(default_factory=FoldConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    transfer: TransferConfig = field(default_factory=TransferConfig)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:
@@ -366,7 +479,7 @@ class ExperimentConfig:
         return flatten(self.to_dict())
 
     def override(self, overrides: Mapping[str, Any]) -> ExperimentConfig:
-        """A new config with dotted keys replaced, e.g. ``{"model.heads": 8}``."""
+        """A new config with dotted keys replaced, e.g. ``{"model.attention.heads": 8}``."""
         return override(self, overrides)
 
 

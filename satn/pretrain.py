@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from satn.batching import Normalizer
-from satn.config import PretrainConfig, VQVAEConfig
+from satn.config import PretrainConfig, VQVAESettings
 from satn.devices import resolve_device
 from satn.engine import seed_everything
 from satn.models.vqvae import VQVAE, build_vqvae, perplexity
@@ -83,7 +83,7 @@ def evaluate_vqvae(model: VQVAE, segments: torch.Tensor, batch_size: int = 256,
     return mse, float(perplexity(used, model.codebook_size)), int(used.unique().numel())
 
 
-def pretrain_vqvae(arrays: Sequence[np.ndarray], ids: Sequence[str], vq: VQVAEConfig,
+def pretrain_vqvae(arrays: Sequence[np.ndarray], ids: Sequence[str], vq: VQVAESettings,
                    cfg: PretrainConfig,
                    on_eval: Callable[[PretrainEval], None] | None = None) -> PretrainResult:
     """Train a VQ-VAE on the segments of ``arrays`` (each (T_i, S, F)), labels unused."""

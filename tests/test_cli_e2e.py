@@ -16,7 +16,7 @@ from satn.cli import main, sweep_main
 
 TINY = {
     "data": {"corpus": "demo", "demo_per_class": 2},
-    "model": {"channels": 16, "heads": 2, "dilations": [1, 2]},
+    "model": {"tcn": {"channels": 16, "dilations": [1, 2]}, "attention": {"heads": 2}},
     "train": {"epochs": 2, "batch_size": 8, "lr": 3e-3, "device": "cpu"},
 }
 
@@ -149,7 +149,7 @@ def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
         "name": "e2e", "metric": "dev_ua_best", "mode": "max", "num_samples": 2,
         "algorithm": "optuna", "seed": 0,
         "scheduler": {"kind": "asha", "grace_period": 1, "reduction_factor": 2},
-        "params": {"model.dilations": {"choice": ["1,2", "1,2,4"]},
+        "params": {"model.tcn.dilations": {"choice": ["1,2", "1,2,4"]},
                    "train.lr": {"loguniform": [1e-3, 5e-3]}}}))
     before = _raylets()
     out = _run(sweep_main, ["--space", space, *_common(workspace), "--trials", 2,
@@ -170,7 +170,7 @@ def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
         stopped = p.data.tags.get("satn.outcome") == "stopped_early"
         assert p.info.status == ("KILLED" if stopped else "FINISHED")
         assert {f.info.status for f in children} == {p.info.status}
-        assert {"model.dilations", "train.lr", "model.variant"} <= set(p.data.params)
+        assert {"model.tcn.dilations", "train.lr", "model.variant"} <= set(p.data.params)
         history = client.get_metric_history(p.info.run_id, "dev_ua")
         assert [m.step for m in history] == list(range(1, len(history) + 1))
         if not stopped:
@@ -196,7 +196,7 @@ def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
 
 @pytest.mark.parametrize("args, message", [
     (["train", "--config", "/nonexistent.yaml"], "config file not found"),
-    (["train", "--set", "model.heads"], "expected KEY=VALUE"),
+    (["train", "--set", "model.attention.heads"], "expected KEY=VALUE"),
     (["train", "--set", "model.size=3", "--no-mlflow"], "unknown config key 'size'"),
     (["train", "--corpus", "iemocap", "--root", "/nonexistent/iemocap", "--no-mlflow"],
      "/nonexistent/iemocap"),

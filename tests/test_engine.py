@@ -11,7 +11,7 @@ from satn.runner import Experiment, pick_probes
 
 
 def _cfg(**over):
-    base = {"model.channels": 16, "model.heads": 2, "model.dilations": "1,2",
+    base = {"model.tcn.channels": 16, "model.attention.heads": 2, "model.tcn.dilations": "1,2",
             "train.epochs": 6, "train.lr": 3e-3, "train.batch_size": 16, "train.device": "cpu",
             "model.dropout": 0.0}
     base.update(over)

@@ -3,12 +3,19 @@
 import pytest
 import torch
 
-from satn.config import ConfigError, ModelConfig
+from satn.config import AttentionSettings, ConfigError, ModelConfig, TCNSettings
 from satn.models import available, build_model
 from satn.models.attention import MultiHeadSelfAttention
 from satn.models.dropout import Dropout, use_generator
 from satn.models.masking import length_mask, masked_mean
+from satn.models.recurrent import RecurrentEncoder
 from satn.models.tcn import TCN
+
+
+def _mc(variant="tcn_self", heads=4, channels=64, dilations=(1, 2, 4, 8, 16), causal=True,
+        **kw) -> ModelConfig:
+    return ModelConfig(variant, tcn=TCNSettings(channels, dilations=dilations, causal=causal),
+                       attention=AttentionSettings(heads=heads), **kw)
 
 
 def _batch(lengths, dim=120, seed=0):
@@ -23,7 +30,7 @@ def _batch(lengths, dim=120, seed=0):
 @pytest.mark.parametrize("causal", [True, False])
 def test_padding_never_changes_a_prediction(causal):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(causal=causal, heads=4, channels=32), (120,), 4).eval()
+    model = build_model(_mc(causal=causal, heads=4, channels=32), (120,), 4).eval()
     x, lengths = _batch([90, 37, 12])
     batched = model(x, lengths)
     for i, n in enumerate(lengths.tolist()):
@@ -37,7 +44,7 @@ def test_padding_never_changes_a_prediction(causal):
 def test_padding_content_is_ignored():
     """Garbage in the padded region (not zeros) must not leak into real frames either."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(causal=False, channels=32), (120,), 4).eval()
+    model = build_model(_mc(causal=False, channels=32), (120,), 4).eval()
     x, lengths = _batch([50, 20])
     noisy = x.clone()
     noisy[1, 20:] = 1e3
@@ -86,7 +93,7 @@ def test_masked_mean_ignores_padding():
 
 
 def test_gradients_reach_every_parameter():
-    model = build_model(ModelConfig(channels=16, heads=2, dilations=(1, 2)), (120,), 4)
+    model = build_model(_mc(channels=16, heads=2, dilations=(1, 2)), (120,), 4)
     x, lengths = _batch([30, 18])
     model(x, lengths).logits.sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
@@ -99,8 +106,9 @@ def test_registry_knows_tcn_self_and_rejects_unknown_names_and_shapes():
         build_model(ModelConfig(variant="nope"), (120,), 4)
     with pytest.raises(ConfigError, match="frames of one axis"):
         build_model(ModelConfig(), (32, 129), 4)
-    with pytest.raises(ConfigError, match="model.heads must divide model.channels=30"):
-        build_model(ModelConfig(channels=30, heads=4), (120,), 4)
+    with pytest.raises(ConfigError, match=r"model.attention.heads must divide the encoder's "
+                       r"output size 30 \(model.tcn.channels\), not 4"):
+        build_model(_mc(channels=30, heads=4), (120,), 4)
 
 
 def test_every_variant_draws_dropout_from_the_trainers_generator():
@@ -122,3 +130,47 @@ def test_seeded_dropout_is_reproducible_unbiased_and_off_in_eval():
     assert torch.equal(drop.eval()(x), x)
     with pytest.raises(ValueError, match="dropout"):
         Dropout(1.0)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_recurrent_encoder_ignores_padding_in_both_directions(cell, bidirectional):
+    torch.manual_seed(0)
+    enc = RecurrentEncoder(8, cell, hidden=6, layers=2, bidirectional=bidirectional).eval()
+    assert enc.output_dim == 6 * (2 if bidirectional else 1)
+    x, lengths = _batch([15, 9, 4], dim=8)
+    x[1, 9:] = 1e3  # garbage in the padding: a backward pass that read it would change
+    layers = enc.forward_layers(x, lengths)
+    assert len(layers) == 2 and layers[-1].shape == (3, 15, enc.output_dim)
+    for i, n in enumerate(lengths.tolist()):
+        alone = enc.forward_layers(x[i:i + 1, :n], lengths[i:i + 1])
+        for got, want in zip(layers, alone, strict=True):
+            assert torch.allclose(got[i, :n], want[0], atol=1e-5)
+            assert got[i, n:].abs().sum() == 0
+
+
+def test_recurrent_encoder_direction_is_what_it_says():
+    torch.manual_seed(0)
+    x, lengths = _batch([20], dim=4)
+    future = x.clone()
+    future[0, 12:] += 3.0
+    uni = RecurrentEncoder(4, "gru", hidden=5, bidirectional=False).eval()
+    assert torch.allclose(uni(x, lengths)[0, :12], uni(future, lengths)[0, :12])
+    bi = RecurrentEncoder(4, "gru", hidden=5, bidirectional=True).eval()
+    # the backward half of frame 0 has seen the change at frame 12
+    assert not torch.allclose(bi(x, lengths)[0, 0, 5:], bi(future, lengths)[0, 0, 5:])
+
+
+def test_maps_are_named_and_only_filled_when_asked():
+    torch.manual_seed(0)
+    model = build_model(_mc(channels=16, heads=2, dilations=(1, 2, 4)), (120,), 4).eval()
+    x, lengths = _batch([12, 7])
+    plain = model(x, lengths)
+    assert plain.maps == {}
+    out = model(x, lengths, return_maps=True)
+    assert list(out.maps) == ["encoder.layer0", "encoder.layer1", "encoder.layer2", "attention"]
+    assert out.maps["encoder.layer2"].shape == (2, 12, 16)
+    assert out.maps["attention"].shape == (2, 2, 12, 12)
+    assert torch.equal(out.logits, plain.logits)
+    # the last layer's map is what the readout read: zero past each length
+    assert out.maps["encoder.layer2"][1, 7:].abs().max() == 0

@@ -17,10 +17,10 @@ def test_every_space_in_the_repo_loads_and_validates(repo_root):
 
 def test_named_lookup_and_dilations_travel_as_strings():
     space = load_space("satn_tcn")
-    dil = space.params["model.dilations"]
+    dil = space.params["model.tcn.dilations"]
     assert dil.kind == "choice" and all(isinstance(v, str) for v in dil.values)
-    cfg = ExperimentConfig().override({"model.dilations": dil.values[0]})
-    assert cfg.model.dilations == (1, 2, 4, 8, 16)
+    cfg = ExperimentConfig().override({"model.tcn.dilations": dil.values[0]})
+    assert cfg.model.tcn.dilations == (1, 2, 4, 8, 16)
 
 
 def test_grid_space_enumerates_named_variants():
@@ -34,9 +34,9 @@ def test_unknown_space_lists_known_ones():
 
 
 @pytest.mark.parametrize("body, match", [
-    ("params: {model.heads: {choice: []}}", "non-empty list"),
+    ("params: {model.attention.heads: {choice: []}}", "non-empty list"),
     ("params: {train.lr: {loguniform: [0, 1]}}", "bad range"),
-    ("params: {model.heads: {normal: [0, 1]}}", "unknown kind"),
+    ("params: {model.attention.heads: {normal: [0, 1]}}", "unknown kind"),
     ("params: {model.variant: {grid: [tcn_self]}}\nalgorithm: optuna", "need algorithm: random"),
     ("scheduler: {kind: hyperband}", "scheduler.kind"),
     ("trials: 3", "unknown key"),
@@ -50,8 +50,8 @@ def test_bad_spaces_say_why(tmp_path, body, match):
 
 def test_validate_catches_values_the_config_cannot_take(tmp_path):
     path = tmp_path / "space.yaml"
-    path.write_text("params: {model.heads: {choice: [2, many]}}")
-    with pytest.raises(ConfigError, match="model.heads='many'"):
+    path.write_text("params: {model.attention.heads: {choice: [2, many]}}")
+    with pytest.raises(ConfigError, match="model.attention.heads='many'"):
         load_space(str(path)).validate(ExperimentConfig())
     path.write_text("params: {model.depth: {choice: [2]}}")
     with pytest.raises(ConfigError, match="depth"):

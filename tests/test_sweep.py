@@ -16,7 +16,7 @@ def test_param_space_maps_every_kind_to_a_tune_domain():
 
     space = param_space(load_space("satn_tcn"))
     assert set(space) == set(load_space("satn_tcn").params)
-    dil = space["model.dilations"]
+    dil = space["model.tcn.dilations"]
     # lists travel as strings so that Optuna can hold them
     assert isinstance(dil, Categorical) and all(isinstance(c, str) for c in dil.categories)
     assert isinstance(space["train.lr"], Float) and space["train.lr"].lower > 0

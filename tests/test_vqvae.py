@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from satn.checkpoint import load_vqvae, save_vqvae
-from satn.config import ConfigError, PretrainConfig, VQVAEConfig
+from satn.config import ConfigError, PretrainConfig, VQVAESettings
 from satn.models.vqvae import VQVAE, perplexity
 from satn.pretrain import pretrain_vqvae, split_heldout
 
@@ -117,7 +117,7 @@ def _utterances(n: int = 8) -> tuple[list[np.ndarray], list[str]]:
 
 def test_pretrain_reports_heldout_and_artifact_round_trips(tmp_path):
     arrays, ids = _utterances()
-    vq = VQVAEConfig(hidden=8, code_dim=4, codebook_size=8)
+    vq = VQVAESettings(hidden=8, code_dim=4, codebook_size=8)
     seen = []
     res = pretrain_vqvae(arrays, ids, vq, PretrainConfig(steps=6, batch_size=8, eval_every=3,
                                                          heldout=0.25, device="cpu"),

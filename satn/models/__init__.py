@@ -2,6 +2,6 @@
 
 from satn.models import variants as _variants  # noqa: F401  (registers the builders)
 from satn.models.classifier import ModelOutput, SERModel
-from satn.models.registry import available, build_model, register
+from satn.models.registry import available, build_model, families, register
 
-__all__ = ["ModelOutput", "SERModel", "available", "build_model", "register"]
+__all__ = ["ModelOutput", "SERModel", "available", "build_model", "families", "register"]

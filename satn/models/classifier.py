@@ -1,41 +1,88 @@
 """The shape every satn model shares: encoder -> temporal readout -> classifier.
 
 Variants differ only in which encoder and readout a builder plugs in (see
-``registry.py``), so there is one forward path for all of them.
+``registry.py`` and ``variants.py``), so there is one forward path for all of
+them. An encoder is a module with ``forward_layers(x, lengths)`` returning each
+layer's (B, T, C) output and an ``output_dim``; a readout maps (h, lengths) to
+a pooled (B, D) vector and its attention weights.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
-from satn.models.attention import MultiHeadSelfAttention
+from satn.models.attention import MultiHeadSelfAttention, SoftAttention
 from satn.models.dropout import Dropout
-from satn.models.masking import masked_mean
+from satn.models.masking import length_mask, masked_mean
 
 
 @dataclass
 class ModelOutput:
-    """logits: (B, C); attention: (B, H, T, T) or None; aux_losses by name (scalars)."""
+    """What a model computed for a batch.
+
+    logits: (B, C). attention: the readout's weights, (B, T) for soft attention
+    or (B, H, T, T) for self-attention. maps: named intermediate tensors, filled
+    only when asked (``return_maps=True``): ``encoder.layer{i}`` (B, T, C) per
+    encoder layer and ``attention`` (as above). aux_losses: extra loss terms by
+    name (scalars) that the engine adds to the classification loss.
+    """
 
     logits: Tensor
     attention: Tensor | None = None
+    maps: dict[str, Tensor] = field(default_factory=dict)
     aux_losses: dict[str, Tensor] = field(default_factory=dict)
 
 
-class SelfAttentionReadout(nn.Module):
-    """Self-attention over the encoded sequence (residual + layer norm), then masked mean."""
+def masked_max(x: Tensor, lengths: Tensor) -> Tensor:
+    """Max over real frames only. x: (B, T, D) -> (B, D)."""
+    mask = length_mask(lengths, x.shape[1]).unsqueeze(-1)
+    return x.masked_fill(~mask, float("-inf")).amax(1)
 
-    def __init__(self, dim: int, heads: int, dropout: float):
+
+POOL = {"mean": masked_mean, "max": masked_max}
+
+
+class SelfAttentionReadout(nn.Module):
+    """Self-attention over the encoded sequence, then pooling over valid frames.
+
+    ``form="multihead"``: ``heads`` heads with an output projection, residual
+    and LayerNorm. ``form="paper"``: SATN Eqs. 7-8 as written, one head with
+    d_k = d, no output projection, no residual; the attended sequence is pooled.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float, form: str = "multihead",
+                 pooling: str = "mean"):
         super().__init__()
-        self.attn = MultiHeadSelfAttention(dim, heads, dropout)
-        self.norm = nn.LayerNorm(dim)
+        if form not in ("paper", "multihead"):
+            raise ValueError(f"self-attention form must be paper or multihead, not {form!r}")
+        if pooling not in POOL:
+            raise ValueError(f"pooling must be one of {sorted(POOL)}, not {pooling!r}")
+        self.form, self.pool = form, POOL[pooling]
+        paper = form == "paper"
+        self.attn = MultiHeadSelfAttention(dim, 1 if paper else heads, dropout, out_proj=not paper)
+        self.norm = nn.Identity() if paper else nn.LayerNorm(dim)
 
     def forward(self, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """h: (B, T, D) -> pooled (B, D), attention (B, H, T, T)."""
         y, attn = self.attn(h, lengths)
-        return masked_mean(self.norm(h + y), lengths), attn
+        if self.form == "multihead":
+            y = self.norm(h + y)
+        return self.pool(y, lengths), attn
+
+
+class SoftAttentionReadout(nn.Module):
+    """Global soft attention (SATN Eqs. 1-3): the attention-weighted sum is the pooled vector."""
+
+    def __init__(self, dim: int, energy_dim: int | None = None):
+        super().__init__()
+        self.attn = SoftAttention(dim, energy_dim)
+
+    def forward(self, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """h: (B, T, D) -> context (B, D), weights (B, T)."""
+        return self.attn(h, lengths)
 
 
 class SERModel(nn.Module):
@@ -47,8 +94,22 @@ class SERModel(nn.Module):
         self.encoder, self.readout = encoder, readout
         self.head = nn.Sequential(Dropout(dropout), nn.Linear(dim, n_classes))
 
-    def forward(self, x: Tensor, lengths: Tensor) -> ModelOutput:
-        """x: (B, T, F) padded features, lengths: (B,) -> ModelOutput."""
-        h = self.encoder(x, lengths)  # (B, T, D)
-        pooled, attn = self.readout(h, lengths)  # (B, D), (B, H, T, T)
-        return ModelOutput(self.head(pooled), attn)
+    def forward(self, x: Tensor, lengths: Tensor, return_maps: bool = False) -> ModelOutput:
+        """x: (B, T, F) padded features, lengths: (B,) -> ModelOutput (maps when asked)."""
+        layers = self.encoder.forward_layers(x, lengths)  # each (B, T, D)
+        pooled, attn = self.readout(layers[-1], lengths)  # (B, D), attention weights
+        maps: dict[str, Tensor] = {}
+        if return_maps:
+            maps = {f"encoder.layer{i}": a for i, a in enumerate(layers)}
+            maps["attention"] = attn
+        return ModelOutput(self.head(pooled), attn, maps)
+
+    @torch.no_grad()
+    def map_names(self, frame_shape: tuple[int, ...]) -> list[str]:
+        """The names ``forward(..., return_maps=True)`` fills, from a one-frame probe."""
+        was = self.training
+        self.eval()
+        x = torch.zeros(1, 2, *frame_shape, device=next(self.parameters()).device)
+        names = list(self(x, torch.tensor([2], device=x.device), return_maps=True).maps)
+        self.train(was)
+        return names

@@ -15,13 +15,20 @@ from satn.models.classifier import SERModel
 
 Builder = Callable[[ModelConfig, tuple[int, ...], int], SERModel]
 _BUILDERS: dict[str, Builder] = {}
+_FAMILIES: dict[str, tuple[str, ...]] = {}
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
+def register(name: str, families: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
+    """Register a builder under ``name``; ``families`` are the ``model.*`` settings it reads."""
+    known = {"tcn", "rnn", "attention"}
+    if not set(families) <= known:
+        raise ValueError(f"model variant {name!r} names unknown families {set(families) - known}")
+
     def add(builder: Builder) -> Builder:
         if name in _BUILDERS:
             raise ValueError(f"model variant {name!r} is registered twice")
         _BUILDERS[name] = builder
+        _FAMILIES[name] = tuple(families)
         return builder
 
     return add
@@ -29,6 +36,13 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 def available() -> list[str]:
     return sorted(_BUILDERS)
+
+
+def families(name: str) -> tuple[str, ...]:
+    """The ``model.<family>`` settings that variant ``name`` reads (besides ``model.dropout``)."""
+    if name not in _FAMILIES:
+        raise ConfigError(f"unknown model variant {name!r}; available: {available()}")
+    return _FAMILIES[name]
 
 
 def build_model(cfg: ModelConfig, frame_shape: tuple[int, ...], n_classes: int) -> SERModel:

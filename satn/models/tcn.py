@@ -80,8 +80,14 @@ class TCN(nn.Module):
 
     def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
         """x: (B, T, F), lengths: (B,) -> (B, T, channels), zero past each length."""
+        return self.forward_layers(x, lengths)[-1]
+
+    def forward_layers(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
+        """Every block's output, first to last: a list of (B, T, channels), zero past each length."""
         mask = length_mask(lengths, x.shape[1]).unsqueeze(1).to(x.dtype)  # (B, 1, T)
         h = x.transpose(1, 2) * mask  # (B, F, T)
+        layers = []
         for block in self.blocks:
             h = block(h, mask)
-        return h.transpose(1, 2)
+            layers.append(h.transpose(1, 2))
+        return layers

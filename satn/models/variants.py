@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from satn.config import ConfigError, ModelConfig
+from satn.config import AttentionSettings, ConfigError, ModelConfig
 from satn.models.classifier import SelfAttentionReadout, SERModel
 from satn.models.registry import register
 from satn.models.tcn import TCN
@@ -17,10 +17,18 @@ def _frame_dim(variant: str, frame_shape: tuple[int, ...]) -> int:
     return frame_shape[0]
 
 
-@register("tcn_self")
+def _check_heads(a: AttentionSettings, dim: int, source: str) -> None:
+    if a.form == "multihead" and dim % a.heads:
+        raise ConfigError(f"model.attention.heads must divide the encoder's output size "
+                          f"{dim} ({source}), not {a.heads}")
+
+
+@register("tcn_self", families=("tcn", "attention"))
 def tcn_self(cfg: ModelConfig, frame_shape: tuple[int, ...], n_classes: int) -> SERModel:
-    """SATN's TCN encoder with multi-head self-attention (Eq. 8) and masked mean pooling."""
-    encoder = TCN(_frame_dim(cfg.variant, frame_shape), cfg.channels, cfg.dilations,
-                  cfg.kernel_size, cfg.dropout, cfg.causal)
-    readout = SelfAttentionReadout(cfg.channels, cfg.heads, cfg.dropout)
-    return SERModel(encoder, readout, cfg.channels, n_classes, cfg.dropout)
+    """SATN's TCN encoder with self-attention (Eq. 8) pooled over valid frames."""
+    t, a = cfg.tcn, cfg.attention
+    encoder = TCN(_frame_dim(cfg.variant, frame_shape), t.channels, t.dilations, t.kernel_size,
+                  cfg.dropout, t.causal, t.convs_per_block)
+    _check_heads(a, encoder.output_dim, "model.tcn.channels")
+    readout = SelfAttentionReadout(encoder.output_dim, a.heads, cfg.dropout, a.form, a.pooling)
+    return SERModel(encoder, readout, encoder.output_dim, n_classes, cfg.dropout)

@@ -146,7 +146,7 @@ class VQVAE(nn.Module):
 
 
 def build_vqvae(cfg, segment_shape: tuple[int, int]) -> VQVAE:
-    """A :class:`VQVAE` with the sizes of ``cfg`` (a ``satn.config.VQVAEConfig``)."""
+    """A :class:`VQVAE` with the sizes of ``cfg`` (a ``satn.config.VQVAESettings``)."""
     return VQVAE(tuple(segment_shape), cfg.hidden, cfg.code_dim, cfg.codebook_size,
                  cfg.downsample, cfg.beta, cfg.ema, cfg.decay, cfg.dead_code_threshold,
                  cfg.kmeans_init)
