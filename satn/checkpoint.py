@@ -19,7 +19,7 @@ from satn import __version__
 from satn.batching import Normalizer
 from satn.config import ConfigError, ExperimentConfig, VQVAESettings, from_dict, to_dict
 from satn.models import SERModel, build_model
-from satn.models.vqvae import VQVAE, build_vqvae
+from satn.models.vqvae import ARTIFACT_FORMAT, VQVAE, ArtifactError, build_vqvae, read_artifact
 
 FORMAT = "satn-checkpoint/1"
 
@@ -75,9 +75,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 
 # ---------------------------------------------------------------- VQ-VAE artifacts
 
-VQVAE_FORMAT = "satn-vqvae/1"
-
-
 @dataclass
 class VQVAEArtifact:
     model: VQVAE  # eval mode
@@ -87,10 +84,10 @@ class VQVAEArtifact:
     meta: dict[str, Any]
 
 
-def save_vqvae(path: str | Path, model: VQVAE, *, settings: VQVAESettings, normalizer: Normalizer,
-               extra: dict[str, Any] | None = None) -> Path:
+def save_vqvae(path: str | Path, model: VQVAE, *, settings: VQVAESettings,
+               normalizer: Normalizer, extra: dict[str, Any] | None = None) -> Path:
     """Write a pretrained VQ-VAE (weights + JSON meta) that loads with ``weights_only``."""
-    meta = {"format": VQVAE_FORMAT, "satn_version": __version__,
+    meta = {"format": ARTIFACT_FORMAT, "satn_version": __version__,
             "vqvae": to_dict(settings), "segment_shape": list(model.segment_shape),
             "normalizer": normalizer.to_dict(), **(extra or {})}
     path = Path(path)
@@ -102,21 +99,14 @@ def save_vqvae(path: str | Path, model: VQVAE, *, settings: VQVAESettings, norma
 
 
 def load_vqvae(path: str | Path, device: str | torch.device = "cpu") -> VQVAEArtifact:
-    """Read an artifact of :func:`save_vqvae`; a foreign file raises ``ConfigError``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"model.vqvae.checkpoint: no file {path}")
+    """Read an artifact of :func:`save_vqvae`; a missing or foreign file raises ``ConfigError``."""
     try:
-        blob = torch.load(path, map_location=device, weights_only=True)
-        meta = json.loads(blob["meta"])
-    except Exception as e:
-        raise ConfigError(f"model.vqvae.checkpoint: {path} is not a satn VQ-VAE ({e})") from e
-    if meta.get("format") != VQVAE_FORMAT:
-        raise ConfigError(f"model.vqvae.checkpoint: {path} has format {meta.get('format')!r}, "
-                          f"not {VQVAE_FORMAT}")
+        state, meta = read_artifact(path, device)
+    except ArtifactError as e:
+        raise ConfigError(f"model.vqvae.checkpoint: {e}") from e
     settings = from_dict(VQVAESettings, meta["vqvae"], "vqvae.")
     shape = tuple(meta["segment_shape"])
     model = build_vqvae(settings, shape)
-    model.load_state_dict(blob["state_dict"])
+    model.load_state_dict(state)
     return VQVAEArtifact(model.to(device).eval(), settings, Normalizer.from_dict(
         meta["normalizer"]), shape, meta)

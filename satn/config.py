@@ -285,9 +285,9 @@ class VQVAESettings:
     """The VQ-VAE of the latent representation R_l (``model.vqvae.*``; TACN Sec. 2.1).
 
     ``checkpoint`` names an artifact written by ``satn pretrain-vqvae``; its sizes
-    must equal these. With ``finetune`` the VQ-VAE trains with the classifier and
-    its losses join the loss by name, each times ``loss_weight``; without it, it
-    is frozen.
+    must equal these. With ``finetune`` (the paper's choice) the VQ-VAE trains
+    with the classifier and its losses join the loss by name, each times
+    ``loss_weight``; without it, it is frozen.
     """
 
     hidden: int = 64
@@ -300,7 +300,7 @@ class VQVAESettings:
     dead_code_threshold: float = 2.0  # EMA usage under which a code is re-seeded (0: never)
     kmeans_init: bool = True
     checkpoint: str = ""  # a pretrained artifact (.pt); empty: random initialisation
-    finetune: bool = False
+    finetune: bool = True
     loss_weight: float = 1.0
 
     def __post_init__(self) -> None:

@@ -89,11 +89,19 @@ class TACN(nn.Module):
         With ``return_attention``, also the list of per-layer tap-attention maps,
         each (B, T, H, k, k).
         """
+        outputs, maps = self._run(x, lengths)
+        return (outputs[-1], maps) if return_attention else outputs[-1]
+
+    def forward_layers(self, x: Tensor, lengths: Tensor) -> list[Tensor]:
+        """Every layer's output, first to last: a list of (B, T, channels)."""
+        return self._run(x, lengths)[0]
+
+    def _run(self, x: Tensor, lengths: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         mask = length_mask(lengths, x.shape[1]).unsqueeze(1).to(x.dtype)  # (B, 1, T)
         h = self.proj(x.transpose(1, 2)) * mask  # (B, C, T)
-        maps = []
+        outputs, maps = [], []
         for layer in self.layers:
             h, attn = layer(h, mask)
+            outputs.append(h.transpose(1, 2))
             maps.append(attn)
-        out = h.transpose(1, 2)
-        return (out, maps) if return_attention else out
+        return outputs, maps

@@ -24,7 +24,10 @@ computed here so that each is logged and weighted by name:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -150,3 +153,26 @@ def build_vqvae(cfg, segment_shape: tuple[int, int]) -> VQVAE:
     return VQVAE(tuple(segment_shape), cfg.hidden, cfg.code_dim, cfg.codebook_size,
                  cfg.downsample, cfg.beta, cfg.ema, cfg.decay, cfg.dead_code_threshold,
                  cfg.kmeans_init)
+
+
+ARTIFACT_FORMAT = "satn-vqvae/1"
+
+
+class ArtifactError(ValueError):
+    """A file that is not a readable satn VQ-VAE artifact."""
+
+
+def read_artifact(path: str | Path, device: str | torch.device = "cpu"
+                  ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """(state_dict, meta) of a file written by ``satn.checkpoint.save_vqvae``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"no file {path}")
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+        meta = json.loads(blob["meta"])
+    except Exception as e:
+        raise ArtifactError(f"{path} is not a satn VQ-VAE ({e})") from e
+    if meta.get("format") != ARTIFACT_FORMAT:
+        raise ArtifactError(f"{path} has format {meta.get('format')!r}, not {ARTIFACT_FORMAT}")
+    return blob["state_dict"], meta
