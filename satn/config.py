@@ -167,6 +167,8 @@ class FoldConfig:
         })
 
 
+OPTIMIZERS = ("adam", "adamw", "adadelta", "sgd")
+SCHEDULES = ("none", "cosine", "onecycle")
 RNN_CELLS = ("rnn", "gru", "lstm")
 ATTENTION_FORMS = ("paper", "multihead")
 POOLINGS = ("mean", "max")
@@ -411,9 +413,19 @@ class TrainConfig:
     max_frames: int | None = 750  # random crop of long training utterances (eval: full)
     patience: int | None = None  # stop a fold after this many epochs without dev UA gain
     bucket_width: int = 50  # frames per length bucket
+    optimizer: str = "adam"  # adam | adamw | adadelta | sgd
+    momentum: float = 0.9  # sgd only
+    schedule: str = "none"  # none | cosine | onecycle: learning rate over the run, per step
+    warmup_epochs: float = 0.0  # linear warm-up from 0 before the schedule (onecycle: its rise)
 
     def __post_init__(self) -> None:
         _check("train", {
+            "optimizer": _one_of(self.optimizer, OPTIMIZERS),
+            "momentum": (0 <= self.momentum < 1, f"must be in [0, 1), not {self.momentum}"),
+            "schedule": _one_of(self.schedule, SCHEDULES),
+            "warmup_epochs": (0 <= self.warmup_epochs < self.epochs,
+                              f"must be in [0, train.epochs={self.epochs}), not "
+                              f"{self.warmup_epochs}"),
             "epochs": (self.epochs >= 1, f"must be at least 1, not {self.epochs}"),
             "batch_size": (self.batch_size >= 1, f"must be at least 1, not {self.batch_size}"),
             "lr": (self.lr > 0, f"must be > 0, not {self.lr}"),

@@ -11,6 +11,7 @@ No Ray or MLflow here: callers observe progress through ``FoldTrainer.step``.
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class EpochStats:
     dev: Scores
     improved: bool
     seconds: float
+    aux_losses: dict[str, float] = field(default_factory=dict)  # epoch means, by name
+    lr: float = 0.0  # learning rate at the epoch's last step
 
 
 @dataclass
@@ -115,6 +118,42 @@ def attention_maps(model: nn.Module, dataset: SequenceDataset, ids: tuple[str, .
     return maps
 
 
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``train.optimizer`` at ``train.lr`` (Adadelta's usual lr is 1.0, TACN's choice)."""
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+             "adadelta": torch.optim.Adadelta, "sgd": torch.optim.SGD}
+    if cfg.optimizer not in kinds:
+        raise ValueError(f"train.optimizer must be one of {sorted(kinds)}, not {cfg.optimizer!r}")
+    extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    return kinds[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+
+
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """Multiplier of ``train.lr`` before optimiser step ``step`` (0-based) of the run.
+
+    Warm-up rises linearly over ``warmup_epochs``; then ``none`` holds 1,
+    ``cosine`` falls to 0 along half a cosine, and ``onecycle`` is the same cosine
+    fall after a warm-up of 30 % of the run when none is set (Smith's one-cycle
+    shape, learning rate only).
+    """
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm_epochs = cfg.warmup_epochs or (0.3 * cfg.epochs if cfg.schedule == "onecycle" else 0)
+    warm = int(round(warm_epochs * steps_per_epoch))
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "none":
+        return 1.0
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step scheduler of :func:`lr_factor` (stepped after every optimiser step)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, cfg, max(1, steps_per_epoch)))
+
+
 class FoldTrainer:
     """Trains one model on one fold, an epoch per ``step()``."""
 
@@ -123,7 +162,6 @@ class FoldTrainer:
         self.data, self.cfg = data, cfg
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
-        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         weight = (class_weights(data.train.labels, data.n_classes)
                   if cfg.class_weighting == "balanced" else None)
         if cfg.class_weighting not in ("balanced", "none"):
@@ -133,6 +171,8 @@ class FoldTrainer:
                                            else None)
         self.loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   bucket_width=cfg.bucket_width)
+        self.opt = make_optimizer(self.model.parameters(), cfg)
+        self.sched = make_schedule(self.opt, cfg, len(self.loader))
         # the fold's own dropout stream: a fold trains the same alone, beside others, in a thread
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         use_generator(self.model, self.generator)
@@ -154,17 +194,20 @@ class FoldTrainer:
         set_epoch(self.loader, self.epoch)  # new crops and batch order, reproducibly
         self.model.train()
         total, n = 0.0, 0
+        aux_sums: dict[str, float] = {}
         for batch in self.loader:
             batch = batch.to(self.device)
             out = self.model(batch.x, batch.lengths)
             loss = self.loss_fn(out.logits, batch.y)
-            for aux in out.aux_losses.values():  # e.g. attention transfer, VQ commitment
+            for name, aux in out.aux_losses.items():  # e.g. attention transfer, VQ commitment
                 loss = loss + aux
+                aux_sums[name] = aux_sums.get(name, 0.0) + float(aux.detach()) * len(batch.y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.opt.step()
+            self.sched.step()
             total += float(loss.detach()) * len(batch.y)
             n += len(batch.y)
         dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device)
@@ -177,7 +220,9 @@ class FoldTrainer:
                 attention_maps(self.model, self.data.dev, self.data.probe_ids, self.device),
             )
         stats = EpochStats(self.epoch, total / max(n, 1), dev.loss, dev.scores, improved,
-                           time.perf_counter() - start)
+                           time.perf_counter() - start,
+                           {k: v / max(n, 1) for k, v in aux_sums.items()},
+                           float(self.opt.param_groups[0]["lr"]))
         self.history.append(stats)
         return stats
 
