@@ -112,8 +112,11 @@ def test_registry_knows_tcn_self_and_rejects_unknown_names_and_shapes():
 
 
 def test_every_variant_draws_dropout_from_the_trainers_generator():
+    from satn.models.segment_variants import VARIANTS as SEGMENT_VARIANTS
+
     for name in available():
-        model = build_model(ModelConfig(variant=name), (120,), 4)
+        frame = (32, 129) if name in SEGMENT_VARIANTS else (120,)  # segments or log-mel
+        model = build_model(ModelConfig(variant=name), frame, 4)
         assert not any(type(m) is torch.nn.Dropout for m in model.modules()), name
         assert use_generator(model, torch.Generator()) > 0, name
 

@@ -55,8 +55,7 @@ class FusionFront(nn.Module):
         self.fc = nn.Linear(vqvae.latent_dim + cnn.output_dim, dim)
         self.output_dim = dim
         if not finetune:
-            self.vqvae.requires_grad_(False)
-            self.vqvae.eval()
+            self.vqvae.freeze()
 
     def train(self, mode: bool = True) -> FusionFront:
         super().train(mode)

@@ -105,6 +105,16 @@ class VQVAE(nn.Module):
             grid = self.encode(torch.zeros(1, *self.segment_shape)).shape[-2:]
         self.grid = (int(grid[0]), int(grid[1]))
 
+    def freeze(self) -> VQVAE:
+        """No more learning of any kind: no gradients, no EMA, no k-means initialisation.
+
+        (The quantiser would otherwise run its k-means initialisation on the first
+        batch it sees, even in eval mode.)
+        """
+        self.requires_grad_(False)
+        self.quantizer._codebook.initted.fill_(True)
+        return self.eval()
+
     @property
     def latent_dim(self) -> int:
         """Size of R_l: the flattened decoder input ``z_q`` of one segment."""
