@@ -163,6 +163,7 @@ class SequenceDataset(Dataset):
         self.arrays = list(arrays)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.ids = [str(i) for i in ids]
+        self._index: dict[str, int] | None = None
         self.normalizer = normalizer
         self.max_frames = max_frames
         self.seed = seed
@@ -176,6 +177,13 @@ class SequenceDataset(Dataset):
         """(N,) int64 frames per item as served (after the ``max_frames`` cap)."""
         raw = np.array([len(a) for a in self.arrays], dtype=np.int64)
         return raw if self.max_frames is None else np.minimum(raw, self.max_frames)
+
+    @property
+    def index(self) -> dict[str, int]:
+        """Utterance id -> item index."""
+        if self._index is None:
+            self._index = {uid: i for i, uid in enumerate(self.ids)}
+        return self._index
 
     def crop_start(self, index: int) -> int:
         """First frame of item ``index``'s window this epoch (0 when not cropped)."""

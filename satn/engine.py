@@ -14,13 +14,15 @@ import copy
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from satn.batching import SequenceDataset, make_loader, set_epoch
+from satn.batching import Batch, SequenceDataset, make_loader, set_epoch
 from satn.config import TrainConfig
 from satn.devices import resolve_device
 from satn.metrics import Scores, score
@@ -46,16 +48,34 @@ class FoldData:
     probe_ids: tuple[str, ...] = ()  # dev utterances whose attention maps are kept
 
 
+class AuxLoss(Protocol):
+    """An extra training loss term, e.g. attention transfer: total += weight * term.
+
+    Called with the model's maps (when ``needs_maps``), the batch's features
+    and lengths, and a key per item (utterance id, crop start, frames) that
+    names the exact window the model saw.
+    """
+
+    name: str  # logged as train_loss_<name> / dev_loss_<name>
+    weight: float
+    needs_maps: bool
+
+    def __call__(self, maps: dict[str, Tensor], x: Tensor, lengths: Tensor,
+                 keys: Sequence[tuple[str, int, int]]) -> Tensor: ...
+
+
 @dataclass(frozen=True)
 class EpochStats:
     epoch: int  # 1-based
-    train_loss: float
-    dev_loss: float
+    train_loss: float  # the total that was minimised
+    dev_loss: float  # the same total on dev
     dev: Scores
     improved: bool
     seconds: float
-    aux_losses: dict[str, float] = field(default_factory=dict)  # epoch means, by name
-    lr: float = 0.0  # learning rate at the epoch's last step
+    # each term by name ("ser", "at", model terms such as a VQ commitment), unweighted
+    train_losses: dict[str, float] = field(default_factory=dict)
+    dev_losses: dict[str, float] = field(default_factory=dict)
+    lr: float = 0.0  # learning rate at the epoch's last step (train.schedule)
 
 
 @dataclass
@@ -72,9 +92,32 @@ class Best:
 @dataclass(frozen=True)
 class Evaluation:
     scores: Scores
-    loss: float
+    loss: float  # total, as in training
     probs: np.ndarray  # (N, C)
     ids: list[str]
+    losses: dict[str, float] = field(default_factory=dict)  # each term by name
+
+
+def loss_terms(model: nn.Module, batch: Batch, dataset: SequenceDataset, loss_fn: nn.Module,
+               aux: Sequence[AuxLoss] = ()) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    """One batch through the model: logits, the total loss and each term by name.
+
+    total = L_SER + sum(weight * aux term) + the model's own terms (``aux_losses``).
+    """
+    out = model(batch.x, batch.lengths, return_maps=any(a.needs_maps for a in aux))
+    terms = {"ser": loss_fn(out.logits, batch.y)}
+    total = terms["ser"]
+    if aux:
+        index = dataset.index
+        keys = [(uid, dataset.crop_start(index[uid]), int(n))
+                for uid, n in zip(batch.ids, batch.lengths.tolist(), strict=True)]
+        for a in aux:
+            terms[a.name] = a(out.maps, batch.x, batch.lengths, keys)
+            total = total + a.weight * terms[a.name]
+    for name, value in out.aux_losses.items():  # e.g. a VQ commitment, weighted by its model
+        terms[name] = value
+        total = total + value
+    return out.logits, total, terms
 
 
 def class_weights(labels: list[int], n_classes: int) -> Tensor:
@@ -86,21 +129,27 @@ def class_weights(labels: list[int], n_classes: int) -> Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
-             device: torch.device, loss_fn: nn.Module | None = None) -> Evaluation:
-    """Predict every utterance of ``dataset`` (full length, in length buckets)."""
+             device: torch.device, loss_fn: nn.Module | None = None,
+             aux: Sequence[AuxLoss] = ()) -> Evaluation:
+    """Predict every utterance of ``dataset`` (full length, in length buckets); the loss
+    terms are those of training when given the trainer's ``loss_fn`` and ``aux``."""
     model.eval()
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     probs, ys, ids, total = [], [], [], 0.0
+    sums: dict[str, float] = {}
     for batch in make_loader(dataset, batch_size, shuffle=False):
         batch = batch.to(device)
-        logits = model(batch.x, batch.lengths).logits
-        total += float(loss_fn(logits, batch.y)) * len(batch.y)
+        logits, loss, terms = loss_terms(model, batch, dataset, loss_fn, aux)
+        total += float(loss) * len(batch.y)
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + float(v) * len(batch.y)
         probs.append(logits.softmax(-1).cpu().numpy())
         ys.append(batch.y.cpu().numpy())
         ids.extend(batch.ids)
     p, y = np.concatenate(probs), np.concatenate(ys)
     n_classes = p.shape[1]
-    return Evaluation(score(y, p.argmax(1), n_classes), total / len(y), p, ids)
+    return Evaluation(score(y, p.argmax(1), n_classes), total / len(y), p, ids,
+                      {k: v / len(y) for k, v in sums.items()})
 
 
 @torch.no_grad()
@@ -158,8 +207,9 @@ class FoldTrainer:
     """Trains one model on one fold, an epoch per ``step()``."""
 
     def __init__(self, model: nn.Module, data: FoldData, cfg: TrainConfig,
-                 device: torch.device | None = None):
+                 device: torch.device | None = None, aux: Sequence[AuxLoss] = ()):
         self.data, self.cfg = data, cfg
+        self.aux = tuple(aux)
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
         weight = (class_weights(data.train.labels, data.n_classes)
@@ -194,14 +244,12 @@ class FoldTrainer:
         set_epoch(self.loader, self.epoch)  # new crops and batch order, reproducibly
         self.model.train()
         total, n = 0.0, 0
-        aux_sums: dict[str, float] = {}
+        sums: dict[str, float] = {}
         for batch in self.loader:
             batch = batch.to(self.device)
-            out = self.model(batch.x, batch.lengths)
-            loss = self.loss_fn(out.logits, batch.y)
-            for name, aux in out.aux_losses.items():  # e.g. attention transfer, VQ commitment
-                loss = loss + aux
-                aux_sums[name] = aux_sums.get(name, 0.0) + float(aux.detach()) * len(batch.y)
+            _, loss, terms = loss_terms(self.model, batch, self.data.train, self.loss_fn, self.aux)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch.y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.grad_clip:
@@ -210,7 +258,9 @@ class FoldTrainer:
             self.sched.step()
             total += float(loss.detach()) * len(batch.y)
             n += len(batch.y)
-        dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device)
+        # dev loss with training's definition: the same class weights and aux terms
+        dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device,
+                       self.loss_fn, self.aux)
         improved = self.best is None or dev.scores.ua > self.best.dev.ua
         if improved:
             test = evaluate(self.model, self.data.test, self.cfg.batch_size, self.device)
@@ -221,7 +271,7 @@ class FoldTrainer:
             )
         stats = EpochStats(self.epoch, total / max(n, 1), dev.loss, dev.scores, improved,
                            time.perf_counter() - start,
-                           {k: v / max(n, 1) for k, v in aux_sums.items()},
+                           {k: v / max(n, 1) for k, v in sums.items()}, dev.losses,
                            float(self.opt.param_groups[0]["lr"]))
         self.history.append(stats)
         return stats
@@ -235,9 +285,10 @@ class FoldTrainer:
         return model.eval()
 
 
-def fit(model: nn.Module, data: FoldData, cfg: TrainConfig, on_epoch=None) -> FoldTrainer:
+def fit(model: nn.Module, data: FoldData, cfg: TrainConfig, on_epoch=None,
+        aux: Sequence[AuxLoss] = ()) -> FoldTrainer:
     """Train until ``cfg.epochs`` (or patience); ``on_epoch(stats)`` after each epoch."""
-    trainer = FoldTrainer(model, data, cfg)
+    trainer = FoldTrainer(model, data, cfg, aux=aux)
     while not trainer.finished:
         stats = trainer.step()
         if on_epoch is not None:

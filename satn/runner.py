@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from satn.batching import Normalizer, SequenceDataset
-from satn.config import ConfigError, ExperimentConfig
+from satn.config import ConfigError, ExperimentConfig, FeatureConfig, from_dict
 from satn.devices import resolve_device
 from satn.engine import EpochStats, FoldData, FoldTrainer, seed_everything
 from satn.folds import Fold, fold_by_name, make_folds
 from satn.metrics import Aggregate, Scores, aggregate
-from satn.models import build_model
+from satn.models import build_model, uses_transfer
 
 
 @dataclass
@@ -132,12 +133,44 @@ class Experiment:
         self.fold_workers = max(1, fold_workers)
         self.prepared = prepare_folds(dataset, cfg, folds, n_probes)
         device = resolve_device(cfg.train.device)
+        # a *_at variant's teacher, loaded once and shared (frozen) by every fold
+        self.teacher = (self._teacher(cfg, dataset, device) if uses_transfer(cfg.model.variant)
+                        else None)
         self.trainers: dict[str, FoldTrainer] = {}
         for pf in self.prepared:
             # the same seed per fold: folds differ by data, not by initialisation luck
             seed_everything(cfg.train.seed)
             model = build_model(cfg.model, self.frame_shape, len(self.classes))
-            self.trainers[pf.fold.name] = FoldTrainer(model, pf.data, cfg.train, device)
+            aux = []
+            if self.teacher is not None:
+                aux.append(self._transfer(model, pf, device))
+            self.trainers[pf.fold.name] = FoldTrainer(model, pf.data, cfg.train, device, aux)
+
+    def _teacher(self, cfg: ExperimentConfig, dataset, device):
+        from satn.transfer import load_teacher
+
+        stored = dataset.manifest.get("feature_config")
+        features = from_dict(FeatureConfig, stored) if stored else cfg.features
+        return load_teacher(cfg.transfer, cfg.model.variant, features, device)
+
+    def _transfer(self, model, pf: PreparedFold, device):
+        """The fold's L_AT term, its map pairs checked against what student and teacher give."""
+        from satn.transfer import AttentionTransfer
+
+        term = AttentionTransfer(self.teacher, self.cfg.transfer, pf.normalizer.mean,
+                                 pf.normalizer.std, device)
+        student = set(model.map_names(self.frame_shape))
+        x = torch.zeros(1, 2, *self.frame_shape, device=device)
+        teacher = set(term.teacher_maps(x, torch.tensor([2], device=device)))
+        term.teacher_calls = 0
+        for s, t in term.pairs:
+            if s not in student:
+                raise ConfigError(f"transfer.pairs names student map {s!r}; "
+                                  f"{self.cfg.model.variant} gives {sorted(student)}")
+            if t not in teacher:
+                raise ConfigError(f"transfer.pairs names teacher map {t!r}; the teacher "
+                                  f"gives {sorted(teacher)}")
+        return term
 
     @property
     def fold_names(self) -> list[str]:
@@ -151,9 +184,13 @@ class Experiment:
         """
         bests = [t.best for t in self.trainers.values() if t.best is not None]
         latest = [t.history[-1] for t in self.trainers.values() if t.history]
+        terms = {f"{side}_loss_{k}": float(np.mean([getattr(s, f"{side}_losses")[k]
+                                                    for s in latest]))
+                 for side in ("train", "dev") for k in latest[0].train_losses}
         return {
             "train_loss": float(np.mean([s.train_loss for s in latest])),
             "dev_loss": float(np.mean([s.dev_loss for s in latest])),
+            **terms,
             "dev_wa": float(np.mean([s.dev.wa for s in latest])),
             "dev_ua": float(np.mean([s.dev.ua for s in latest])),
             "dev_ua_best": float(np.mean([b.dev.ua for b in bests])),

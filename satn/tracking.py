@@ -123,7 +123,10 @@ class MlflowObserver:
         for name, s in stats.items():
             metrics = {"train_loss": s.train_loss, "dev_loss": s.dev_loss, "dev_wa": s.dev.wa,
                        "dev_ua": s.dev.ua, "dev_f1": s.dev.f1, "epoch_seconds": s.seconds,
-                       "lr": s.lr, **{f"train_{k}": v for k, v in s.aux_losses.items()}}
+                       "lr": s.lr}
+            # each loss term by name (L_SER, L_AT, ...), on both sides, beside the totals
+            metrics.update({f"train_loss_{k}": v for k, v in s.train_losses.items()})
+            metrics.update({f"dev_loss_{k}": v for k, v in s.dev_losses.items()})
             self.client.log_batch(self.fold_runs[name], metrics=[
                 Metric(k, float(v), now, epoch) for k, v in metrics.items()])
             if s.improved:

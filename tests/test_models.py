@@ -3,9 +3,15 @@
 import pytest
 import torch
 
-from satn.config import AttentionSettings, ConfigError, ModelConfig, TCNSettings
-from satn.models import available, build_model
-from satn.models.attention import MultiHeadSelfAttention
+from satn.config import (
+    AttentionSettings,
+    ConfigError,
+    ModelConfig,
+    RecurrentSettings,
+    TCNSettings,
+)
+from satn.models import available, build_model, families, uses_transfer
+from satn.models.attention import MultiHeadSelfAttention, SoftAttention
 from satn.models.dropout import Dropout, use_generator
 from satn.models.masking import length_mask, masked_mean
 from satn.models.recurrent import RecurrentEncoder
@@ -177,3 +183,101 @@ def test_maps_are_named_and_only_filled_when_asked():
     assert torch.equal(out.logits, plain.logits)
     # the last layer's map is what the readout read: zero past each length
     assert out.maps["encoder.layer2"][1, 7:].abs().max() == 0
+
+
+def _small(variant: str, form: str = "paper", causal: bool = True) -> ModelConfig:
+    return ModelConfig(variant, dropout=0.1,
+                       tcn=TCNSettings(8, dilations=(1, 2, 4), causal=causal, convs_per_block=1),
+                       rnn=RecurrentSettings(hidden=6),
+                       attention=AttentionSettings(form=form, heads=2))
+
+
+# SATN's variants read log-mel frames; TACN's segment variants are tested in
+# test_segment_variants.py
+VARIANTS = sorted(v for v in available() if not v.startswith(("deep_", "fusion_")))
+
+
+def test_the_eight_variants_of_table_2_are_registered():
+    assert set(VARIANTS) >= {f"{e}_{r}{t}" for e in ("tcn", "blstm") for r in ("soft", "self")
+                             for t in ("", "_at")}
+    assert {v for v in VARIANTS if uses_transfer(v)} == {v for v in VARIANTS if v.endswith("_at")}
+    assert families("blstm_soft") == ("rnn", "attention")
+    assert families("tcn_self_at") == ("tcn", "attention")
+
+
+@pytest.mark.parametrize("form", ["paper", "multihead"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_is_shaped_masked_and_its_attention_is_a_distribution(variant, form):
+    torch.manual_seed(0)
+    model = build_model(_small(variant, form), (10,), 4).eval()
+    x, lengths = _batch([17, 11, 5], dim=10)
+    x[1, 11:] = 1e3  # garbage in the padding must not leak anywhere
+    out = model(x, lengths, return_maps=True)
+    assert out.logits.shape == (3, 4)
+    soft = "_soft" in variant
+    a = out.maps["attention"]
+    heads = 1 if form == "paper" else 2
+    assert a.shape == ((3, 17) if soft else (3, heads, 17, 17))
+    mask = length_mask(lengths, 17)
+    # soft: one distribution per utterance; self: one per query frame and head
+    assert torch.allclose(a.sum(-1), torch.ones(a.shape[:-1]), atol=1e-5)
+    key_pad = ~mask if soft else ~mask[:, None, None, :].expand_as(a)
+    assert a[key_pad].abs().sum() == 0
+    enc = [k for k in out.maps if k.startswith("encoder.layer")]
+    assert len(enc) == (3 if variant.startswith("tcn") else 1)
+    dim = 8 if variant.startswith("tcn") else 12
+    for k in enc:
+        assert out.maps[k].shape == (3, 17, dim) and out.maps[k][~mask].abs().sum() == 0
+    for i, n in enumerate(lengths.tolist()):
+        alone = model(x[i:i + 1, :n], lengths[i:i + 1], return_maps=True)
+        assert torch.allclose(out.logits[i], alone.logits[0], atol=1e-5)
+        got = a[i, :n] if soft else a[i, :, :n, :n]
+        assert torch.allclose(got, alone.maps["attention"][0], atol=1e-5)
+        for k in enc:
+            assert torch.allclose(out.maps[k][i, :n], alone.maps[k][0], atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.startswith("tcn")])
+def test_tcn_variants_encode_causally(variant):
+    torch.manual_seed(0)
+    model = build_model(_small(variant), (10,), 4).eval()
+    x, lengths = _batch([30], dim=10)
+    future = x.clone()
+    future[0, 20:] += 4.0
+    a = model(x, lengths, return_maps=True).maps
+    b = model(future, lengths, return_maps=True).maps
+    for k in [k for k in a if k.startswith("encoder.layer")]:
+        assert torch.allclose(a[k][0, :20], b[k][0, :20], atol=1e-6), k
+        assert not torch.allclose(a[k][0, 20:], b[k][0, 20:]), k
+
+
+def test_soft_attention_is_the_tanh_energy_softmax_of_eqs_1_to_3():
+    torch.manual_seed(0)
+    att = SoftAttention(5, energy_dim=3)
+    h, lengths = _batch([6, 4], dim=5)
+    ctx, alpha = att(h, lengths)
+    e = torch.tanh(h @ att.energy.weight.T + att.energy.bias) @ att.score.weight.T  # (B, T, 1)
+    want = torch.softmax(e[1, :4, 0], 0)
+    assert torch.allclose(alpha[1, :4], want, atol=1e-6) and alpha[1, 4:].abs().sum() == 0
+    assert torch.allclose(ctx[1], (want[:, None] * h[1, :4]).sum(0), atol=1e-6)
+
+
+def test_paper_self_attention_has_one_head_no_projection_and_no_residual():
+    torch.manual_seed(0)
+    model = build_model(_small("tcn_self", "paper"), (10,), 4)
+    readout = model.readout
+    assert readout.attn.heads == 1 and readout.attn.d_k == 8
+    assert isinstance(readout.attn.out, torch.nn.Identity)
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in readout.modules())
+    multi = build_model(_small("tcn_self", "multihead"), (10,), 4).readout
+    assert multi.attn.heads == 2 and isinstance(multi.attn.out, torch.nn.Linear)
+
+
+def test_blstm_variants_read_the_recurrent_settings():
+    model = build_model(ModelConfig("blstm_soft"), (120,), 4)  # SATN 4.3: 128 units each way
+    lstm = model.encoder.rnns[0]
+    assert isinstance(lstm, torch.nn.LSTM) and lstm.bidirectional and lstm.hidden_size == 128
+    assert model.encoder.output_dim == 256
+    with pytest.raises(ConfigError, match=r"2 x model.rnn.hidden"):
+        build_model(ModelConfig("blstm_self", rnn=RecurrentSettings(hidden=5),
+                                attention=AttentionSettings(heads=4)), (120,), 4)

@@ -128,8 +128,8 @@ def test_fusion_trains_and_logs_its_auxiliary_losses():
                       schedule="cosine", warmup_epochs=0.5)
     trainer = fit(_model("fusion_tacn"), _fold(), cfg)
     stats = trainer.history
-    assert set(stats[-1].aux_losses) == {"vq_reconstruction", "vq_commitment"}
-    assert stats[-1].aux_losses["vq_reconstruction"] < stats[0].aux_losses["vq_reconstruction"]
+    assert set(stats[-1].train_losses) == {"ser", "vq_reconstruction", "vq_commitment"}
+    assert stats[-1].train_losses["vq_reconstruction"] < stats[0].train_losses["vq_reconstruction"]
     assert isinstance(trainer.opt, torch.optim.Adadelta)
     assert 0 <= stats[-1].lr < 1.0
 

@@ -17,10 +17,13 @@ from satn.models.classifier import SERModel
 Builder = Callable[[ModelConfig, tuple[int, ...], int], SERModel]
 _BUILDERS: dict[str, Builder] = {}
 _FAMILIES: dict[str, tuple[str, ...]] = {}
+_TRANSFER: set[str] = set()
 
 
-def register(name: str, families: tuple[str, ...] = ()) -> Callable[[Builder], Builder]:
-    """Register a builder under ``name``; ``families`` are the ``model.*`` settings it reads."""
+def register(name: str, families: tuple[str, ...] = (),
+             transfer: bool = False) -> Callable[[Builder], Builder]:
+    """Register a builder under ``name``; ``families`` are the ``model.*`` settings it reads;
+    ``transfer``: the variant trains with attention transfer from a teacher (``transfer.*``)."""
     known = {f.name for f in dataclasses.fields(ModelConfig)
              if dataclasses.is_dataclass(f.default_factory)}  # every model.<family> section
     if not set(families) <= known:
@@ -31,6 +34,8 @@ def register(name: str, families: tuple[str, ...] = ()) -> Callable[[Builder], B
             raise ValueError(f"model variant {name!r} is registered twice")
         _BUILDERS[name] = builder
         _FAMILIES[name] = tuple(families)
+        if transfer:
+            _TRANSFER.add(name)
         return builder
 
     return add
@@ -45,6 +50,12 @@ def families(name: str) -> tuple[str, ...]:
     if name not in _FAMILIES:
         raise ConfigError(f"unknown model variant {name!r}; available: {available()}")
     return _FAMILIES[name]
+
+
+def uses_transfer(name: str) -> bool:
+    """Whether variant ``name`` trains with attention transfer (needs ``transfer.teacher``)."""
+    families(name)  # unknown names say so
+    return name in _TRANSFER
 
 
 def build_model(cfg: ModelConfig, frame_shape: tuple[int, ...], n_classes: int) -> SERModel:
