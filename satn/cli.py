@@ -321,7 +321,8 @@ def pretrain_vqvae_cmd(config_path, corpus, root, protocol, sets, runtime_path, 
     cfg, info = prepare_dataset(cfg, runtime, echo=click.echo)
     dataset = open_dataset(info.uri)
     ids = list(dataset.meta["id"])
-    click.echo(f"pretraining a VQ-VAE on {len(ids)} utterances of {corpus_tag(cfg)} "
+    tag = Path(audio_dir).resolve().name if audio_dir else corpus_tag(cfg)
+    click.echo(f"pretraining a VQ-VAE on {len(ids)} utterances of {tag} "
                f"({pre.steps} steps of {pre.batch_size} segments; labels unused)")
 
     def show(ev) -> None:
@@ -332,7 +333,7 @@ def pretrain_vqvae_cmd(config_path, corpus, root, protocol, sets, runtime_path, 
     result = pretrain_vqvae(dataset.arrays(), ids, cfg.model.vqvae, pre, on_eval=show)
     _save_pretraining(cfg, pre, info, result, out, runtime, tracking_uri, no_mlflow,
                       short_hash({"features": info.key, "pretrain": pre,
-                                  "vqvae": cfg.model.vqvae.sizes()}, 10), corpus_tag(cfg))
+                                  "vqvae": cfg.model.vqvae.sizes()}, 10), tag)
 
 
 def _save_pretraining(cfg, pre, info, result, out, runtime, tracking_uri, no_mlflow, key,

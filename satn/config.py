@@ -31,7 +31,7 @@ class ConfigError(InputError):
 CORPORA = ("demo", "iemocap", "ravdess", "manifest")
 PROTOCOLS = ("satn", "full")
 FEATURE_KINDS = ("logmel", "spectrogram_segments")
-FOLD_SCHEMES = ("loso", "speaker_kfold", "heldout_speakers")
+FOLD_SCHEMES = ("loso", "speaker_kfold", "heldout_speakers", "stratified_split")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -147,7 +147,7 @@ class FeatureConfig:
 class FoldConfig:
     """How utterances are split into train / dev / test."""
 
-    scheme: str = "loso"  # loso | speaker_kfold | heldout_speakers
+    scheme: str = "loso"  # loso | speaker_kfold | heldout_speakers | stratified_split
     # loso: which speaker of the held-out session is dev; the other is test.
     # "F" / "M" pick by gender, "first" / "second" by sorted speaker id,
     # "both" gives two evaluations per fold (each speaker dev once).
@@ -156,10 +156,20 @@ class FoldConfig:
     dev_groups: int = 1  # speaker_kfold: groups (of the training side) used for dev
     test_speakers: tuple[str, ...] = ()  # heldout_speakers
     dev_speakers: tuple[str, ...] = ()  # heldout_speakers
+    # stratified_split (TACN's protocol; mixes speakers across sides, unlike the others):
+    # test_share of the utterances are test and dev_share are dev, each stratified by class;
+    # splits > 1 draws that many independent splits (fold1..foldN) from the seed
+    test_share: float = 0.2
+    dev_share: float = 0.1
+    splits: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check("folds", {
+            "test_share": (0 < self.test_share < 1, f"must be in (0, 1), not {self.test_share}"),
+            "dev_share": (0 < self.dev_share < 1 - self.test_share,
+                          f"must be in (0, 1 - folds.test_share), not {self.dev_share}"),
+            "splits": (self.splits >= 1, f"must be at least 1, not {self.splits}"),
             "scheme": _one_of(self.scheme, FOLD_SCHEMES),
             "k": (self.k >= 2, f"must be at least 2, not {self.k}"),
             "dev_groups": (0 <= self.dev_groups < self.k,
