@@ -375,7 +375,7 @@ def _save_pretraining(cfg, pre, info, result, out, runtime, tracking_uri, no_mlf
     click.echo(f"artifact {path}\nfigures {figs}")
     if no_mlflow:
         return
-    from satn.tracking import default_tracking_uri, ensure_experiment, log_pretraining
+    from satn.tracking import default_tracking_uri, ensure_experiment, log_finished_run
 
     uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
     exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
@@ -387,11 +387,79 @@ def _save_pretraining(cfg, pre, info, result, out, runtime, tracking_uri, no_mlf
                 "heldout_reconstruction": e.heldout_reconstruction,
                 "heldout_perplexity": e.heldout_perplexity, "codes_used": e.codes_used}
                for e in result.history]
-    run_id = log_pretraining(uri, exp_id, f"pretrain-vqvae/{tag}", params, history,
+    run_id = log_finished_run(uri, exp_id, f"pretrain-vqvae/{tag}", params, history,
                              {"model": path, "figures": figs},
                              tags={"satn.entry": "satn pretrain-vqvae", "satn.corpus": tag,
                                    "satn.artifact": path.name})
     click.echo(f"MLflow run {run_id} in {uri}")
+
+
+@main.command("tacn-figures")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--fold", default="fold1", show_default=True, help="The fold whose test side is shown.")
+@click.option("--out", default="satn-runs/tacn-figures", show_default=True)
+@click.option("--ray-config", "runtime_path", default=None, help="Runtime settings (features).")
+@click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--seed", default=0, show_default=True, help="t-SNE seed.")
+@friendly_errors
+def tacn_figures(run_ids, fold, out, runtime_path, tracking_uri, seed) -> None:
+    """TACN's Figures 4 and 5 from trained deep_* / fusion_* runs (MLflow config-run ids).
+
+    Figure 4: t-SNE of each run's test-side representation (R_d of a deep_* run,
+    R_f of a fusion_* run), one point per utterance. Figure 5: the runs' test
+    confusion matrices (four runs: Deep/Fusion x TCN/TACN). Logged to MLflow.
+    """
+    from satn.batching import SequenceDataset
+    from satn.checkpoint import load_checkpoint
+    from satn.folds import fold_by_name, make_folds
+    from satn.plots import confusion_grid_png, scatter_panels_png
+    from satn.prepare import prepare_dataset
+    from satn.representations import run_side, tsne_2d
+    from satn.store import open_dataset
+    from satn.tracking import (
+        default_tracking_uri,
+        ensure_experiment,
+        fold_checkpoint,
+        log_finished_run,
+    )
+
+    runtime = load_runtime(runtime_path)
+    uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+    sides, classes = {}, None
+    with tempfile.TemporaryDirectory() as tmp:
+        for rid in run_ids:
+            ckpt = load_checkpoint(fold_checkpoint(uri, rid, fold, Path(tmp) / rid))
+            cfg, info = prepare_dataset(ckpt.cfg, runtime, progress=False, echo=lambda _: None)
+            ds = open_dataset(info.uri)
+            meta = ds.meta
+            test = fold_by_name(make_folds(meta, cfg.folds), fold).test
+            row = {u: i for i, u in enumerate(meta["id"])}
+            arrays = ds.arrays([row[u] for u in test])
+            label = dict(zip(meta["id"], meta["label"], strict=True))
+            classes = ckpt.classes
+            data = SequenceDataset(arrays, [classes.index(label[u]) for u in test], list(test),
+                                   normalizer=ckpt.normalizer)
+            name = cfg.model.variant
+            sides[name] = run_side(ckpt.model, data, len(classes))
+            sc = sides[name].scores
+            click.echo(f"{name:<14} {fold} test: WA {sc.wa:.3f}  UA {sc.ua:.3f}  F1 {sc.f1:.3f}  "
+                       f"({len(test)} utterances)")
+    figs = Path(out)
+    figs.mkdir(parents=True, exist_ok=True)
+    panels = {}
+    for name, side in sides.items():
+        rep = "R_f" if "R_f" in side.representations else "R_d"
+        panels[f"{rep} ({name})"] = (tsne_2d(side.representations[rep], seed), side.labels)
+    scatter_panels_png(panels, classes, figs / "tsne_test.png",
+                       title=f"t-SNE of the test side ({fold}), one point per utterance")
+    confusion_grid_png({f"{n} (UA {s.scores.ua:.2f})": s.scores.confusion
+                        for n, s in sides.items()}, classes, figs / "confusion_test.png",
+                       title=f"test confusion ({fold}), rows normalised")
+    exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
+    run_id = log_finished_run(uri, exp_id, "tacn-figures", {"runs": ",".join(run_ids),
+                              "fold": fold, "seed": seed}, [], {"figures": figs},
+                              tags={"satn.entry": "satn tacn-figures"}, level="figures")
+    click.echo(f"figures in {figs}; MLflow run {run_id} in {uri}")
 
 
 @main.command()

@@ -281,10 +281,12 @@ def tag_run(tracking_uri: str, run_id: str, tags: dict[str, str]) -> None:
         client.set_tag(run_id, k, v)
 
 
-def log_pretraining(tracking_uri: str, experiment_id: str, run_name: str,
-                    params: dict[str, Any], history: list[dict[str, float]],
-                    artifacts: dict[str, str | Path], tags: dict[str, str] | None = None) -> str:
-    """One finished run for a pretraining job: params, per-step metrics, files by folder.
+def log_finished_run(tracking_uri: str, experiment_id: str, run_name: str,
+                     params: dict[str, Any], history: list[dict[str, float]],
+                     artifacts: dict[str, str | Path], tags: dict[str, str] | None = None,
+                     level: str = "pretrain") -> str:
+    """One finished run for a job outside the runner (VQ-VAE pretraining, figures):
+    params, per-step metrics, files by folder.
 
     ``history`` rows carry a ``step`` and metrics; ``artifacts`` maps an artifact
     folder (``model``, ``figures``) to a local file or folder. Returns the run id.
@@ -293,7 +295,7 @@ def log_pretraining(tracking_uri: str, experiment_id: str, run_name: str,
 
     client = _client(tracking_uri)
     run = client.create_run(experiment_id, run_name=run_name,
-                            tags={"satn.level": "pretrain", **(tags or {})})
+                            tags={"satn.level": level, **(tags or {})})
     run_id = run.info.run_id
     items = [Param(k, str(v)[:6000]) for k, v in params.items()]
     for i in range(0, len(items), 100):
@@ -311,3 +313,16 @@ def log_pretraining(tracking_uri: str, experiment_id: str, run_name: str,
             client.log_artifact(run_id, str(path), folder)
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def fold_checkpoint(tracking_uri: str, run_id: str, fold: str, dest: str | Path) -> Path:
+    """Download the best checkpoint of fold ``fold`` of config run ``run_id``."""
+    client = _client(tracking_uri)
+    run = client.get_run(run_id)
+    children = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`satn.fold` = '{fold}'")
+    if not children:
+        raise FileNotFoundError(f"MLflow run {run_id} has no fold run {fold!r}")
+    path = client.download_artifacts(children[0].info.run_id, "checkpoint/best.pt", str(dest))
+    return Path(path)
