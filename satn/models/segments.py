@@ -10,8 +10,9 @@ the sequence ``(B, T, D)`` that any satn sequence encoder reads:
   VQ-VAE (``model.vqvae.checkpoint``) is loaded here; with ``model.vqvae.finetune``
   it trains with the classifier and its losses (``vq_reconstruction``,
   ``vq_commitment``, and ``vq_codebook`` without EMA), each times
-  ``model.vqvae.loss_weight``, come back as named auxiliary losses; otherwise it
-  is frozen and kept in eval mode (no EMA updates either).
+  ``model.vqvae.loss_weight``, come back as named auxiliary losses (in eval mode
+  too, so that dev is scored with training's terms); otherwise it is frozen and
+  kept in eval mode (no EMA updates either).
 
 The segments reach the model normalised per frequency bin with the fold's
 training statistics; a pretrained VQ-VAE saw its own corpus normalised the same
@@ -79,8 +80,9 @@ class FusionFront(nn.Module):
             return r_f
 
         r_f = per_segment(fuse, x, lengths, self.output_dim)
-        if not (self.finetune and self.training):
+        if not self.finetune:
             return r_f, {}
+        # in eval too: the engine scores dev with the terms it trained with
         return r_f, {k: self.loss_weight * v for k, v in losses.items()}
 
     def represent(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:
