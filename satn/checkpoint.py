@@ -3,7 +3,8 @@
 A checkpoint is a plain dict of tensors plus one JSON string (the resolved
 experiment config, classes, normaliser statistics, frame shape and scores), so
 ``torch.load(weights_only=True)`` reads it and a model is rebuilt by name from
-the registry.
+the registry. A pretrained VQ-VAE (``satn pretrain-vqvae``) is stored the same
+way, with its per-bin normaliser and sizes (format ``satn-vqvae/1``).
 """
 
 from __future__ import annotations
@@ -67,7 +68,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     cfg = ExperimentConfig.from_dict(meta["config"])
     classes = tuple(meta["classes"])
     frame_shape = tuple(meta["frame_shape"])
-    model = build_model(cfg.model, frame_shape, len(classes))
+    # the weights hold everything, a pretrained VQ-VAE's too: its artifact need not exist here
+    model = build_model(cfg.override({"model.vqvae.checkpoint": ""}).model, frame_shape,
+                        len(classes))
     model.load_state_dict(blob["state_dict"])
     return Checkpoint(model.to(device).eval(), cfg, classes,
                       Normalizer.from_dict(meta["normalizer"]), frame_shape, meta)

@@ -161,3 +161,25 @@ def test_train_config_rejects_unknown_optimizer_and_schedule():
         TrainConfig(optimizer="lion")
     with pytest.raises(ConfigError, match="train.schedule"):
         TrainConfig(schedule="step")
+
+
+def test_fusion_checkpoint_loads_without_its_vqvae_artifact(tmp_path):
+    from satn.batching import Normalizer
+    from satn.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = ExperimentConfig().override({**TINY, "model.variant": "fusion_tcn"})
+    torch.manual_seed(5)
+    vq = build_vqvae(cfg.model.vqvae, SHAPE)
+    vq(torch.randn(6, *SHAPE))  # a trained VQ-VAE has had its k-means initialisation
+    norm = Normalizer(np.zeros(SHAPE[1]), np.ones(SHAPE[1]))
+    art = save_vqvae(tmp_path / "vq.pt", vq, settings=cfg.model.vqvae, normalizer=norm)
+    cfg = cfg.override({"model.vqvae.checkpoint": str(art)})
+    model = build_model(cfg.model, SHAPE, 4).eval()
+    path = save_checkpoint(tmp_path / "best.pt", model.state_dict(), cfg=cfg,
+                           classes=("a", "b", "c", "d"), normalizer=norm, frame_shape=SHAPE)
+    art.unlink()  # moved away: the checkpoint holds the VQ-VAE's weights itself
+    ckpt = load_checkpoint(path)
+    x = torch.randn(1, 3, *SHAPE)
+    torch.testing.assert_close(ckpt.model(x, torch.tensor([3])).logits,
+                               model(x, torch.tensor([3])).logits)
+    assert ckpt.cfg.model.vqvae.checkpoint == str(art)
