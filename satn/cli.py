@@ -41,7 +41,8 @@ def experiment_options(fn):
         click.option("--protocol", type=click.Choice(["satn", "full"]), default=None,
                      help="IEMOCAP protocol: satn (improvised, 4 classes) or full."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                     help="Override any config key, e.g. --set model.attention.heads=8 (repeatable)."),
+                     help="Override any config key, e.g. --set model.attention.heads=8 "
+                          "(repeatable)."),
         click.option("--ray-config", "runtime_path", type=click.Path(dir_okay=False),
                      default=None, help="Runtime settings (default: ./ray_config.yaml)."),
     ]
@@ -167,7 +168,12 @@ class ConsoleObserver:
 
     def on_epoch(self, experiment, epoch, stats, final) -> None:
         s = experiment.epoch_summary(stats)
-        click.echo(f"epoch {epoch:3d}  loss {s['train_loss']:.3f}  dev UA {s['dev_ua']:.3f} "
+        terms = {k.removeprefix("train_loss_"): v for k, v in s.items()
+                 if k.startswith("train_loss_")}
+        loss = f"loss {s['train_loss']:.3f}"
+        if len(terms) > 1:  # a total of several terms: show each (e.g. ser, at)
+            loss += " (" + " ".join(f"{k} {v:.3f}" for k, v in terms.items()) + ")"
+        click.echo(f"epoch {epoch:3d}  {loss}  dev UA {s['dev_ua']:.3f} "
                    f"WA {s['dev_wa']:.3f}  best dev UA {s['dev_ua_best']:.3f} "
                    f"(test UA there {s['test_ua_at_best']:.3f})")
         if final is not None:
@@ -465,11 +471,52 @@ def tacn_figures(run_ids, fold, out, runtime_path, tracking_uri, seed) -> None:
 @main.command()
 def variants() -> None:
     """List the registered model variants and the model.* settings each reads."""
-    from satn.models import available, families
+    from satn.models import available, families, uses_transfer
 
     for name in available():
-        click.echo(f"{name:16s} reads model.dropout, " + ", ".join(
-            f"model.{f}.*" for f in families(name)))
+        reads = ["model.dropout", *(f"model.{f}.*" for f in families(name))]
+        if uses_transfer(name):
+            reads.append("transfer.* (a teacher)")
+        click.echo(f"{name:16s} reads " + ", ".join(reads))
+
+
+@main.command()
+@click.option("--sweep", default=None, help="Sweep name (the runs tagged satn.sweep=NAME).")
+@click.option("--run", "run_ids", multiple=True,
+              help="A config run id (repeatable); default: the sweep's, or every config run.")
+@click.option("--experiment", default=None, help="MLflow experiment (default: the runtime's).")
+@click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv"]), default="markdown",
+              show_default=True)
+@click.option("--paper", default=None,
+              help="Reference figures beside ours: a name (experiments/paper/NAME.figures.yaml) "
+                   "or a YAML path.")
+@click.option("--png", type=click.Path(dir_okay=False), default=None,
+              help="Also write a bar chart of test WA / UA (and the paper's) to this PNG.")
+@click.option("--ray-config", "runtime_path", type=click.Path(dir_okay=False), default=None)
+@friendly_errors
+def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, runtime_path) -> None:
+    """A table in SATN Table 2's layout from MLflow runs: rows = variants, dev / test
+    WA and UA as mean ± std over folds."""
+    from satn.report import comparison_png, load_paper, summarise, table
+    from satn.tracking import default_tracking_uri, read_runs
+
+    runtime = load_runtime(runtime_path)
+    uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+    try:
+        records = read_runs(uri, experiment or runtime.mlflow.experiment, sweep=sweep,
+                            run_ids=tuple(run_ids))
+    except LookupError as e:
+        raise click.ClickException(str(e)) from e
+    rows = summarise(records)
+    if not rows:
+        raise click.ClickException(f"no scored runs found in {uri}"
+                                   + (f" for sweep {sweep}" if sweep else ""))
+    figures = load_paper(paper) if paper else None
+    click.echo(table(rows, figures, fmt), nl=False)
+    if png:
+        comparison_png(rows, png, figures)
+        click.echo(f"wrote {png}", err=True)
 
 
 # ---------------------------------------------------------------- satn-sweep

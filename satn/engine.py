@@ -86,7 +86,7 @@ class Best:
     dev: Scores
     test: Scores
     state_dict: dict[str, Tensor]
-    attention: dict[str, np.ndarray] = field(default_factory=dict)  # id -> (H, T, T)
+    attention: dict[str, np.ndarray] = field(default_factory=dict)  # id -> (H, T, T) or (T,)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,8 @@ def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
 @torch.no_grad()
 def attention_maps(model: nn.Module, dataset: SequenceDataset, ids: tuple[str, ...],
                    device: torch.device) -> dict[str, np.ndarray]:
-    """Attention maps of the given utterances, each run alone: id -> (H, T, T) float16."""
+    """Attention weights of the given utterances, each run alone: id -> (H, T, T) (self)
+    or (T,) (soft), float16."""
     model.eval()
     index = {uid: i for i, uid in enumerate(dataset.ids)}
     maps = {}

@@ -37,8 +37,18 @@ def cell_labels(m: np.ndarray) -> np.ndarray:
 
 
 def attention_png(attn: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Heads of a (H, T, T) attention map side by side, plus their mean."""
+    """Heads of a (H, T, T) attention map side by side, plus their mean; or the (T,)
+    weights of soft attention over frames."""
     attn = np.asarray(attn, dtype=np.float32)
+    if attn.ndim == 1:
+        fig, ax = plt.subplots(figsize=(5, 2.2))
+        ax.plot(np.arange(len(attn)), attn, lw=1)
+        ax.set(xlabel="frame", ylabel="weight", ylim=(0, None))
+        ax.set_title(title, fontsize=9)
+        fig.tight_layout()
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        return Path(path)
     maps = list(attn) + [attn.mean(0)]
     fig, axes = plt.subplots(1, len(maps), figsize=(2.2 * len(maps), 2.4), squeeze=False)
     for i, (ax, m) in enumerate(zip(axes[0], maps, strict=True)):

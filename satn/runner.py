@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -154,19 +154,28 @@ class Experiment:
         return load_teacher(cfg.transfer, cfg.model.variant, features, device)
 
     def _transfer(self, model, pf: PreparedFold, device):
-        """The fold's L_AT term, its map pairs checked against what student and teacher give."""
+        """The fold's L_AT term over the chosen map pairs the student gives.
+
+        A pair whose student map this variant lacks (a one-layer BLSTM has no
+        ``encoder.layer3``) is left out, so one pair list serves every variant
+        of a grid; a teacher map the teacher lacks, or no pair left, is an error.
+        """
         from satn.transfer import AttentionTransfer
 
-        term = AttentionTransfer(self.teacher, self.cfg.transfer, pf.normalizer.mean,
-                                 pf.normalizer.std, device)
+        cfg = self.cfg.transfer
         student = set(model.map_names(self.frame_shape))
+        chosen = cfg.chosen_pairs()
+        kept = [f"{s}:{t}" for s, t in chosen if s in student]
+        if not kept:
+            raise ConfigError(f"transfer.pairs: {self.cfg.model.variant} gives none of the "
+                              f"student maps {sorted({s for s, _ in chosen})} (it gives "
+                              f"{sorted(student)})")
+        term = AttentionTransfer(self.teacher, replace(cfg, pairs=tuple(kept)),
+                                 pf.normalizer.mean, pf.normalizer.std, device)
         x = torch.zeros(1, 2, *self.frame_shape, device=device)
         teacher = set(term.teacher_maps(x, torch.tensor([2], device=device)))
         term.teacher_calls = 0
-        for s, t in term.pairs:
-            if s not in student:
-                raise ConfigError(f"transfer.pairs names student map {s!r}; "
-                                  f"{self.cfg.model.variant} gives {sorted(student)}")
+        for _, t in term.pairs:
             if t not in teacher:
                 raise ConfigError(f"transfer.pairs names teacher map {t!r}; the teacher "
                                   f"gives {sorted(teacher)}")

@@ -1,6 +1,6 @@
 """Search spaces as data: ``experiments/spaces/<name>.yaml`` -> :class:`SearchSpace`.
 
-A space names dotted config keys (``model.heads``) and how to sample them. The
+A space names dotted config keys (``model.attention.heads``) and how to sample them. The
 ``grid`` kind enumerates named variants (``model.variant: {grid: [...]}``);
 lists that Optuna cannot hold, such as dilation schedules, are written as
 strings (``"1,2,4,8,16"``) and parsed by the config. No Ray import here.
@@ -89,6 +89,23 @@ class SearchSpace:
                     base.override({key: value})
                 except (ConfigError, ValueError, TypeError) as e:
                     raise ConfigError(f"space {self.name}: {key}={value!r}: {e}") from e
+        self._check_variants(base)
+
+    def _check_variants(self, base: ExperimentConfig) -> None:
+        """Every variant a trial may get is registered, and a *_at one has its teacher."""
+        from satn.models import available, uses_transfer
+
+        spec = self.params.get("model.variant")
+        variants = list(spec.examples()) if spec else [base.model.variant]
+        teacher = self.params.get("transfer.teacher") or base.transfer.teacher
+        for v in variants:
+            if v not in available():
+                raise ConfigError(f"space {self.name}: model.variant={v!r} is not a registered "
+                                  f"variant; available: {available()}")
+            if uses_transfer(v) and not teacher:
+                raise ConfigError(f"space {self.name}: model.variant={v} trains with attention "
+                                  f"transfer: set transfer.teacher (e.g. --set "
+                                  f"transfer.teacher=PATH)")
 
 
 def spaces_dirs() -> list[Path]:

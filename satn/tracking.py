@@ -23,6 +23,10 @@ from satn.plots import attention_png, confusion_png
 from satn.runner import Experiment, ExperimentResult
 
 DEFAULT_EXPERIMENT = "satn"
+# MLflow 3's UI opens an experiment by its kind; untagged, it guesses and may open
+# the GenAI traces overview. satn trains models: the model-training view.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def default_tracking_uri(workdir: str | Path | None = None) -> str:
@@ -57,9 +61,12 @@ def ensure_experiment(tracking_uri: str, name: str = DEFAULT_EXPERIMENT,
     client = _client(tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) is None:  # experiments made before the tag
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     root = artifact_root if artifact_root is not None else default_artifact_root(tracking_uri)
-    return client.create_experiment(name, artifact_location=root)
+    return client.create_experiment(name, artifact_location=root,
+                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def ui_hint(tracking_uri: str) -> str:
@@ -326,3 +333,46 @@ def fold_checkpoint(tracking_uri: str, run_id: str, fold: str, dest: str | Path)
         raise FileNotFoundError(f"MLflow run {run_id} has no fold run {fold!r}")
     path = client.download_artifacts(children[0].info.run_id, "checkpoint/best.pt", str(dest))
     return Path(path)
+
+
+def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
+              sweep: str | None = None, run_ids: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Configuration runs with their folds' best-dev-epoch scores, for reports.
+
+    Picks the config runs of ``sweep`` (tag ``satn.sweep``), or those named in
+    ``run_ids``, or every config run of ``experiment``. Each record: ``run_id``,
+    ``name``, ``status``, ``variant``, ``params`` (searched values), and
+    ``folds``: a list of {``fold``, ``dev_wa``, ``dev_ua``, ``test_wa``, ``test_ua``}
+    from each fold run's best dev epoch.
+    """
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise LookupError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
+    ids = [exp.experiment_id]
+    if run_ids:
+        parents = [client.get_run(r) for r in run_ids]
+    else:
+        where = "tags.`satn.level` = 'config'"
+        if sweep:
+            where += f" AND tags.`satn.sweep` = '{sweep}'"
+        parents = client.search_runs(ids, filter_string=where, max_results=50000)
+    records = []
+    for run in parents:
+        children = client.search_runs(
+            ids, filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
+            max_results=50000)
+        folds = []
+        for child in sorted(children, key=lambda c: c.data.tags.get("satn.fold", "")):
+            m = child.data.metrics
+            if "best_dev_ua" not in m:  # a fold that never finished an epoch
+                continue
+            folds.append({"fold": child.data.tags.get("satn.fold", child.info.run_name),
+                          **{f"{side}_{k}": m[f"best_{side}_{k}"] for side in ("dev", "test")
+                             for k in ("wa", "ua")}})
+        records.append({
+            "run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
+            "variant": run.data.tags.get("satn.variant", run.data.params.get("model.variant")),
+            "params": json.loads(run.data.tags.get("satn.search_params", "{}")),
+            "folds": folds})
+    return records

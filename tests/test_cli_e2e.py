@@ -131,6 +131,74 @@ def test_checkpoint_round_trip_gives_the_same_predictions(workspace, tmp_path):
     assert set(blob) == {"state_dict", "meta"}
 
 
+VARIANTS = ["blstm_soft", "blstm_self", "tcn_soft", "tcn_self",
+            "blstm_soft_at", "blstm_self_at", "tcn_soft_at", "tcn_self_at"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_table2_variant_trains_through_satn_train(workspace, variant, monkeypatch):
+    import teacher_stand_in
+
+    from satn.config import FeatureConfig
+
+    args = ["train", *_common(workspace), "--fold", "3", "--variant", variant, "--epochs", "1",
+            "--set", "model.rnn.hidden=8", "--set", "model.attention.form=paper"]
+    if variant.endswith("_at"):
+        teacher_stand_in.install(monkeypatch)
+        path = workspace / "teacher.pt"
+        if not path.exists():
+            teacher_stand_in.save(path, FeatureConfig())
+        args += ["--set", f"transfer.teacher={path}", "--set", "transfer.kind=both"]
+    out = _run(main, args).output
+    assert f"training {variant} on folds fold3" in out
+    assert ("(ser " in out) == variant.endswith("_at")  # the loss terms, when there are two
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    run_id = out.split("MLflow run ")[1].split()[0]
+    client = _client(uri)
+    fold = client.search_runs([client.get_run(run_id).info.experiment_id],
+                              filter_string=f"tags.mlflow.parentRunId = '{run_id}'")[0]
+    names = set(fold.data.metrics)
+    assert {"train_loss", "train_loss_ser", "dev_loss", "dev_loss_ser", "best_test_ua"} <= names
+    assert ("dev_loss_at" in names) == variant.endswith("_at")
+
+
+def test_an_at_variant_without_a_teacher_is_one_line(workspace):
+    res = _run(main, ["train", *_common(workspace), "--fold", "1", "--variant", "tcn_self_at",
+                      "--no-mlflow"], check=False)
+    assert res.exit_code == 1
+    assert "Error: model.variant tcn_self_at trains with attention transfer: set " \
+           "transfer.teacher" in res.output
+
+
+def test_report_prints_table2_from_the_runs_and_the_experiment_opens_as_model_training(
+        workspace, tmp_path):
+    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    client = _client(uri)
+    exp = client.get_experiment_by_name("e2e")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = client.search_runs([exp.experiment_id], "tags.`satn.entry` = 'satn train' AND "
+                                                   "tags.`satn.level` = 'config'")
+    assert runs, "the train tests above log runs"
+    figures = tmp_path / "paper.yaml"
+    figures.write_text(yaml.safe_dump({"source": "a test", "rows": {
+        "tcn_self": {"test_ua": 0.5}}}))
+    png = tmp_path / "t2.png"
+    out = _run(main, ["report", "--ray-config", workspace / "runtime.yaml", "--paper", figures,
+                      "--png", png]).output
+    lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
+    assert lines[0].startswith("| Model | Folds | Dev WA | Dev WA (paper) |")
+    got = {ln.split(" | ")[0][2:]: ln for ln in lines[1:]}
+    trained = {r.data.tags["satn.variant"] for r in runs}
+    assert set(got) == trained
+    assert got["tcn_self"].rstrip(" |").endswith("50.0")  # the paper's test UA beside ours
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    csv_out = _run(main, ["report", "--ray-config", workspace / "runtime.yaml",
+                          "--format", "csv", "--run", runs[0].info.run_id]).output
+    header, row = csv_out.strip().splitlines()
+    assert header.startswith("model,variant,runs,folds,dev_wa_mean,dev_wa_std")
+    assert row.split(",")[1] == runs[0].data.tags["satn.variant"]
+
+
 def test_a_checkpoint_that_is_not_one_gets_a_clear_error(tmp_path):
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"\x00garbage")

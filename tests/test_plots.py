@@ -18,4 +18,6 @@ def test_figures_are_written_as_png(tmp_path):
     png = b"\x89PNG"
     c = confusion_png(np.array([[3, 1], [2, 4]]), ("a", "b"), tmp_path / "c.png", normalise=False)
     a = attention_png(np.full((2, 5, 5), 0.2), tmp_path / "a.png", title="u1")
+    soft = attention_png(np.full(7, 1 / 7), tmp_path / "s.png", title="soft")  # (T,) weights
     assert c.read_bytes()[:4] == png and a.read_bytes()[:4] == png
+    assert soft.read_bytes()[:4] == png

@@ -8,10 +8,11 @@ from satn.space import ParamSpec, load_space
 
 def test_every_space_in_the_repo_loads_and_validates(repo_root):
     spaces = sorted((repo_root / "experiments" / "spaces").glob("*.yaml"))
-    assert {p.stem for p in spaces} >= {"satn_tcn", "satn_grid"}
+    assert {p.stem for p in spaces} >= {"satn_tcn", "satn_grid", "satn_table2"}
+    with_teacher = ExperimentConfig().override({"transfer.teacher": "teacher.pt"})
     for path in spaces:
         space = load_space(str(path))
-        space.validate(ExperimentConfig())
+        space.validate(with_teacher)
         assert space.params
 
 
@@ -63,3 +64,11 @@ def test_examples_span_the_range():
     lo, mid, hi = spec.examples()
     assert lo == 1e-4 and hi == 1e-2 and lo < mid < hi
 
+
+
+def test_a_grid_with_transfer_variants_needs_a_teacher_before_any_work():
+    space = load_space("satn_table2")
+    with pytest.raises(ConfigError, match="model.variant=blstm_soft_at trains with attention "
+                                          "transfer: set transfer.teacher"):
+        space.validate(ExperimentConfig())
+    space.validate(ExperimentConfig().override({"transfer.teacher": "teacher.pt"}))

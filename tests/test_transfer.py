@@ -143,9 +143,15 @@ def test_at_variants_without_a_usable_teacher_fail_with_one_clear_line(tmp_path,
     with pytest.raises(ConfigError, match="teacher map 'encoder.layer9'; the teacher gives"):
         Experiment(_cfg(**{"transfer.teacher": str(good),
                            "transfer.pairs": "encoder.layer0:encoder.layer9"}), data, folds=[1])
-    with pytest.raises(ConfigError, match="student map 'encoder.layer3'; tcn_self_at gives"):
+    with pytest.raises(ConfigError, match=r"tcn_self_at gives none of the student maps "
+                                          r"\['encoder.layer3'\]"):
         Experiment(_cfg(**{"transfer.teacher": str(good),
                            "transfer.pairs": "encoder.layer3:encoder.layer0"}), data, folds=[1])
+    # one pair list for a grid: pairs a variant cannot give are left out of its term
+    exp = Experiment(_cfg(**{"transfer.teacher": str(good), "transfer.pairs":
+                             "encoder.layer3:encoder.layer3,encoder.layer1:encoder.layer4"}),
+                     data, folds=[1])
+    assert exp.trainers["fold1"].aux[0].pairs == [("encoder.layer1", "encoder.layer4")]
     with pytest.raises(ConfigError, match="no teacher at"):
         Experiment(_cfg(**{"transfer.teacher": str(tmp_path / "none.pt")}), data, folds=[1])
 

@@ -1,0 +1,177 @@
+"""Tables in the layout of SATN's Table 2 from tracked runs: rows = variants,
+columns = dev and test WA / UA, mean and std over folds.
+
+Reads plain records (``satn.tracking.read_runs`` gives them from MLflow), so
+this module imports neither MLflow nor Ray. Reference figures from a paper
+come from a YAML file (``experiments/paper/<name>.figures.yaml`` or a path)::
+
+    source: where the figures were read (paper, table)
+    rows:
+      tcn_self_at: {dev_wa: 0.70, dev_ua: 0.66, test_wa: 0.68, test_ua: 0.63}
+
+Scores are fractions in [0, 1] throughout and printed as percentages.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from satn.config import ConfigError, load_yaml
+
+COLUMNS = ("dev_wa", "dev_ua", "test_wa", "test_ua")
+HEADERS = {"dev_wa": "Dev WA", "dev_ua": "Dev UA", "test_wa": "Test WA", "test_ua": "Test UA"}
+# Table 2's row order: encoders, then attention, then transfer
+TABLE2_ORDER = ("blstm_soft", "blstm_self", "tcn_soft", "tcn_self",
+                "blstm_soft_at", "blstm_self_at", "tcn_soft_at", "tcn_self_at")
+PAPER_DIR = Path(__file__).resolve().parents[1] / "experiments" / "paper"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One variant (and the searched values it was run with) over its folds."""
+
+    label: str
+    variant: str
+    runs: int
+    folds: int
+    mean: dict[str, float]
+    std: dict[str, float]  # sample std (ddof=1) as papers report; 0 for one fold
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=np.float64)
+    return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
+
+
+def _order(variant: str) -> tuple[int, str]:
+    return (TABLE2_ORDER.index(variant) if variant in TABLE2_ORDER else len(TABLE2_ORDER),
+            variant)
+
+
+def summarise(records: Sequence[Mapping[str, Any]]) -> list[Row]:
+    """Group config runs by variant and the other searched values; fold scores pooled.
+
+    Runs without any scored fold are left out.
+    """
+    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in records:
+        if not r["folds"]:
+            continue
+        extra = ", ".join(f"{k}={v}" for k, v in sorted(r.get("params", {}).items())
+                          if k != "model.variant")
+        groups.setdefault((str(r["variant"]), extra), []).append(r)
+    rows = []
+    for (variant, extra), runs in sorted(groups.items(), key=lambda g: (_order(g[0][0]),
+                                                                         g[0][1])):
+        folds = [f for r in runs for f in r["folds"]]
+        stats = {c: _mean_std([f[c] for f in folds]) for c in COLUMNS}
+        rows.append(Row(f"{variant} ({extra})" if extra else variant, variant, len(runs),
+                        len(folds), {c: s[0] for c, s in stats.items()},
+                        {c: s[1] for c, s in stats.items()}))
+    return rows
+
+
+def load_paper(ref: str) -> dict[str, Any]:
+    """Reference figures by name (``experiments/paper/<name>.figures.yaml``) or path."""
+    path = Path(ref)
+    if not path.is_file():
+        path = PAPER_DIR / f"{ref}.figures.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--paper {ref}: no figures file {path} (YAML: source, rows: "
+                          f"{{variant: {{dev_wa, dev_ua, test_wa, test_ua}}}} as fractions)")
+    data = load_yaml(path) or {}
+    rows = data.get("rows")
+    if not isinstance(rows, Mapping) or not rows:
+        raise ConfigError(f"{path}: needs 'rows' mapping variants to their figures")
+    for variant, figs in rows.items():
+        bad = [k for k in (figs or {}) if k not in COLUMNS]
+        if not isinstance(figs, Mapping) or bad:
+            raise ConfigError(f"{path}: rows.{variant} must map {', '.join(COLUMNS)} to "
+                              f"fractions; unknown {bad}")
+        out = [k for k, v in figs.items() if not 0 <= float(v) <= 1]
+        if out:
+            raise ConfigError(f"{path}: rows.{variant}.{out[0]} must be a fraction in [0, 1]")
+    return {"source": str(data.get("source", path.name)),
+            "rows": {str(k): {c: float(v) for c, v in dict(f).items()} for k, f in rows.items()}}
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def table(rows: Sequence[Row], paper: Mapping[str, Any] | None = None,
+          fmt: str = "markdown") -> str:
+    """The table as markdown or CSV; with ``paper``, its figure beside each of ours."""
+    ref = (paper or {}).get("rows", {})
+
+    def paper_value(r: Row, c: str) -> float | None:
+        return ref.get(r.variant, {}).get(c)
+
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["model", "variant", "runs", "folds"] + [
+            x for c in COLUMNS
+            for x in [f"{c}_mean", f"{c}_std"] + ([f"{c}_paper"] if paper else [])])
+        for r in rows:
+            cells: list[Any] = [r.label, r.variant, r.runs, r.folds]
+            for c in COLUMNS:
+                cells += [f"{r.mean[c]:.4f}", f"{r.std[c]:.4f}"]
+                if paper:
+                    v = paper_value(r, c)
+                    cells.append("" if v is None else f"{v:.4f}")
+            w.writerow(cells)
+        return buf.getvalue()
+    if fmt != "markdown":
+        raise ValueError(f"format must be markdown or csv, not {fmt!r}")
+    header = ["Model", "Folds"]
+    for c in COLUMNS:
+        header += [HEADERS[c]] + ([f"{HEADERS[c]} (paper)"] if paper else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        line = [r.label, str(r.folds)]
+        for c in COLUMNS:
+            line.append(f"{_pct(r.mean[c])} ± {_pct(r.std[c])}")
+            if paper:
+                v = paper_value(r, c)
+                line.append("–" if v is None else _pct(v))
+        lines.append("| " + " | ".join(line) + " |")
+    note = "WA / UA in %, mean ± std over folds (each fold scored at its best dev UA epoch)"
+    if paper:
+        note += f"; paper: {paper['source']}"
+    return "\n".join(lines) + f"\n\n{note}\n"
+
+
+def comparison_png(rows: Sequence[Row], path: str | Path,
+                   paper: Mapping[str, Any] | None = None) -> Path:
+    """Bars of test WA and UA per row (error bars: std over folds), paper figures as marks."""
+    from satn.plots import plt
+
+    ref = (paper or {}).get("rows", {})
+    x = np.arange(len(rows))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows) + 2), 3.6))
+    for k, (c, color) in enumerate((("test_wa", "tab:blue"), ("test_ua", "tab:orange"))):
+        pos = x + (k - 0.5) * 0.38
+        ax.bar(pos, [100 * r.mean[c] for r in rows], 0.36, yerr=[100 * r.std[c] for r in rows],
+               color=color, alpha=0.8, capsize=3, label=f"{HEADERS[c]} (satn)")
+        marks = [(p, 100 * ref[r.variant][c]) for p, r in zip(pos, rows, strict=True)
+                 if c in ref.get(r.variant, {})]
+        if marks:
+            ax.scatter(*zip(*marks, strict=True), marker="D", color="black", zorder=3, s=18,
+                       label=f"{HEADERS[c]} (paper)" if k == 0 else None)
+    ax.set_xticks(x, [r.label for r in rows], rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("%")
+    ax.set_ylim(0, 100)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("test WA / UA, mean ± std over folds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,56 @@
+"""Table 2 layout from run records: grouping, fold statistics, the paper's figures."""
+
+import pytest
+import yaml
+
+from satn.config import ConfigError
+from satn.report import load_paper, summarise, table
+
+
+def _run(variant, scores, params=None):
+    return {"run_id": variant, "name": variant, "status": "FINISHED", "variant": variant,
+            "params": params or {"model.variant": variant},
+            "folds": [{"fold": f"fold{i}", "dev_wa": s, "dev_ua": s, "test_wa": s,
+                       "test_ua": s / 2} for i, s in enumerate(scores, 1)]}
+
+
+def test_rows_follow_table2_order_and_hold_fold_mean_and_sample_std():
+    rows = summarise([_run("tcn_self_at", [0.6, 0.8]), _run("blstm_soft", [0.5]),
+                      _run("tcn_self", [0.4, 0.6, 0.8]), _run("tcn_soft", [])])
+    assert [r.variant for r in rows] == ["blstm_soft", "tcn_self", "tcn_self_at"]  # no folds: out
+    r = rows[1]
+    assert r.folds == 3 and r.mean["dev_wa"] == pytest.approx(0.6)
+    assert r.std["dev_wa"] == pytest.approx(0.2)  # ddof=1, as metrics.aggregate
+    assert r.mean["test_ua"] == pytest.approx(0.3) and rows[0].std["dev_ua"] == 0.0
+
+
+def test_runs_of_one_variant_pool_their_folds_and_other_searched_values_split_rows():
+    rows = summarise([_run("tcn_self", [0.5]), _run("tcn_self", [0.7]),
+                      _run("tcn_self", [0.9], {"model.variant": "tcn_self", "train.lr": 0.01})])
+    assert [(r.label, r.runs, r.folds) for r in rows] == [
+        ("tcn_self", 2, 2), ("tcn_self (train.lr=0.01)", 1, 1)]
+
+
+def test_markdown_and_csv_put_the_papers_figure_beside_ours(tmp_path):
+    rows = summarise([_run("tcn_self", [0.5, 0.7])])
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"source": "Table 2", "rows": {"tcn_self": {"dev_wa": 0.61}}}))
+    paper = load_paper(str(path))
+    md = table(rows, paper).splitlines()
+    assert md[2] == ("| tcn_self | 2 | 60.0 ± 14.1 | 61.0 | 60.0 ± 14.1 | – | 60.0 ± 14.1 | – "
+                     "| 30.0 ± 7.1 | – |")
+    assert "paper: Table 2" in md[-1]
+    csv = table(rows, paper, "csv").splitlines()
+    assert csv[1].startswith("tcn_self,tcn_self,1,2,0.6000,0.1414,0.6100,")
+
+
+def test_paper_figures_are_checked(tmp_path):
+    with pytest.raises(ConfigError, match="no figures file"):
+        load_paper("no_such_paper")
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"rows": {"tcn_self": {"test_ua": 61.0}}}))
+    with pytest.raises(ConfigError, match=r"rows.tcn_self.test_ua must be a fraction"):
+        load_paper(str(path))
+    path.write_text(yaml.safe_dump({"rows": {"tcn_self": {"f1": 0.5}}}))
+    with pytest.raises(ConfigError, match=r"unknown \['f1'\]"):
+        load_paper(str(path))
