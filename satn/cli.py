@@ -493,11 +493,15 @@ def variants() -> None:
                    "or a YAML path.")
 @click.option("--png", type=click.Path(dir_okay=False), default=None,
               help="Also write a bar chart of test WA / UA (and the paper's) to this PNG.")
+@click.option("--layout", type=click.Choice(["satn", "tacn"]), default="satn", show_default=True,
+              help="satn: SATN Table 2 (dev / test WA, UA); tacn: TACN Tables 1-2 (test F1, WA, "
+                   "UA; Deep_* then Fusion_*).")
 @click.option("--ray-config", "runtime_path", type=click.Path(dir_okay=False), default=None)
 @friendly_errors
-def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, runtime_path) -> None:
-    """A table in SATN Table 2's layout from MLflow runs: rows = variants, dev / test
-    WA and UA as mean ± std over folds."""
+def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, layout,
+           runtime_path) -> None:
+    """A table in a paper's layout from MLflow runs: rows = variants, scores as mean ± std
+    over folds (SATN Table 2: dev / test WA and UA; TACN: test F1, WA and UA)."""
     from satn.report import comparison_png, load_paper, summarise, table
     from satn.tracking import default_tracking_uri, read_runs
 
@@ -508,7 +512,7 @@ def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, runtime_pa
                             run_ids=tuple(run_ids))
     except LookupError as e:
         raise click.ClickException(str(e)) from e
-    rows = summarise(records)
+    rows = summarise(records, layout)
     if not rows:
         raise click.ClickException(f"no scored runs found in {uri}"
                                    + (f" for sweep {sweep}" if sweep else ""))

@@ -369,7 +369,7 @@ def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
                 continue
             folds.append({"fold": child.data.tags.get("satn.fold", child.info.run_name),
                           **{f"{side}_{k}": m[f"best_{side}_{k}"] for side in ("dev", "test")
-                             for k in ("wa", "ua")}})
+                             for k in ("wa", "ua", "f1") if f"best_{side}_{k}" in m}})
         records.append({
             "run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
             "variant": run.data.tags.get("satn.variant", run.data.params.get("model.variant")),
