@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from satn.batching import Normalizer
-from satn.config import PretrainConfig, VQVAESettings
+from satn.config import ConfigError, PretrainConfig, VQVAESettings
 from satn.devices import resolve_device
 from satn.engine import seed_everything
 from satn.models.vqvae import VQVAE, build_vqvae, perplexity
@@ -55,7 +55,7 @@ def split_heldout(ids: Sequence[str], share: float, seed: int) -> tuple[list[int
     """Row indices (train, held out): ``share`` of the utterances, at least one each side."""
     n = len(ids)
     if n < 2:
-        raise ValueError(f"pretraining needs at least 2 utterances, got {n}")
+        raise ConfigError(f"pretraining needs at least 2 utterances (one held out), got {n}")
     order = np.random.default_rng(seed).permutation(n)
     k = min(max(1, int(round(share * n))), n - 1)
     return sorted(order[k:].tolist()), sorted(order[:k].tolist())
@@ -88,7 +88,7 @@ def pretrain_vqvae(arrays: Sequence[np.ndarray], ids: Sequence[str], vq: VQVAESe
                    on_eval: Callable[[PretrainEval], None] | None = None) -> PretrainResult:
     """Train a VQ-VAE on the segments of ``arrays`` (each (T_i, S, F)), labels unused."""
     if not arrays or np.ndim(arrays[0]) != 3:
-        raise ValueError("pretraining reads spectrogram segments (T, S, F): use "
+        raise ConfigError("pretraining reads spectrogram segments (T, S, F): use "
                          "features.kind=spectrogram_segments")
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)

@@ -141,3 +141,32 @@ def test_load_vqvae_rejects_foreign_files(tmp_path):
         load_vqvae(bad)
     with pytest.raises(ConfigError, match="no file"):
         load_vqvae(tmp_path / "missing.pt")
+
+
+def test_folder_manifest_lists_every_audio_file_by_speaker(tmp_path):
+    import csv
+
+    from satn.corpora.manifest import load_manifest, write_folder_manifest
+
+    for spk in ("bdl", "slt"):
+        (tmp_path / "arctic" / spk).mkdir(parents=True)
+        for name in ("a0001.wav", "a0002.flac", "notes.txt"):
+            (tmp_path / "arctic" / spk / name).write_bytes(b"x")
+    out = write_folder_manifest(tmp_path / "arctic", tmp_path / "m.csv")
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 4 and {r["speaker"] for r in rows} == {"bdl", "slt"}
+    assert len({r["id"] for r in rows}) == 4  # two speakers' a0001 stay apart
+    load = load_manifest(out, classes=("speech", "none"))
+    assert len(load.utterances) == 4 and not load.problems
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="holds no"):
+        write_folder_manifest(tmp_path / "empty", tmp_path / "x.csv")
+
+
+def test_pretraining_needs_two_utterances_and_segments():
+    arrays, ids = _utterances(2)
+    with pytest.raises(ConfigError, match="at least 2"):
+        pretrain_vqvae(arrays[:1], ids[:1], VQVAESettings(), PretrainConfig(device="cpu"))
+    with pytest.raises(ConfigError, match="spectrogram_segments"):
+        pretrain_vqvae([a[:, 0] for a in arrays], ids, VQVAESettings(),
+                       PretrainConfig(device="cpu"))
