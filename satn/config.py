@@ -369,6 +369,11 @@ class ModelConfig:
         })
 
 
+def is_attention_map(name: str) -> bool:
+    """A map named ``...attention`` holds attention weights; any other, activations."""
+    return "attention" in name.split(".")[-1]
+
+
 @dataclass(frozen=True)
 class TransferConfig:
     """Attention transfer from a frozen ASR teacher (SATN Eqs. 10-12), for ``*_at`` variants.
@@ -402,8 +407,7 @@ class TransferConfig:
         out = []
         for pair in self.pairs:
             s, t = pair.split(":")
-            attention = "attention" in s.split(".")[-1]
-            if self.kind == "both" or (self.kind == "attention") == attention:
+            if self.kind == "both" or (self.kind == "attention") == is_attention_map(s):
                 out.append((s, t))
         return out
 

@@ -32,14 +32,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from satn.config import ConfigError, FeatureConfig, TransferConfig
+from satn.config import ConfigError, FeatureConfig, TransferConfig, is_attention_map
 from satn.models.masking import length_mask
 
 EPS = 1e-12
-
-
-def is_attention(name: str) -> bool:
-    return "attention" in name.split(".")[-1]
 
 
 def activation_map(a: Tensor, p: float) -> Tensor:
@@ -49,7 +45,7 @@ def activation_map(a: Tensor, p: float) -> Tensor:
 
 def as_map(name: str, value: Tensor, p: float) -> Tensor:
     """A named model output as a map: (B, T) or (B, T, T)."""
-    if not is_attention(name):
+    if not is_attention_map(name):
         if value.dim() != 3:
             raise ValueError(f"activation map {name!r} must be (B, T, C), not {tuple(value.shape)}")
         return activation_map(value, p)

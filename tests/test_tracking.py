@@ -45,3 +45,13 @@ def test_a_failed_trial_keeps_its_status_and_gets_the_reason(store):
     assert mark_runs(store[0], parent, "FAILED", {"satn.outcome": "error"})
     assert [client.get_run(r).info.status for r in folds] == ["FAILED", "FAILED"]
     assert client.get_run(parent).data.tags["satn.outcome"] == "error"
+
+
+def test_the_experiment_opens_as_model_training_even_when_made_before_the_tag(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    old = _client(uri).create_experiment("older")  # as satn made them before
+    assert ensure_experiment(uri, "older") == old
+    fresh = ensure_experiment(uri, "fresh")
+    for exp_id in (old, fresh):
+        tags = _client(uri).get_experiment(exp_id).tags
+        assert tags["mlflow.experimentKind"] == "custom_model_development"
