@@ -28,8 +28,11 @@ STD_FLOOR = 1e-5  # constant feature dimensions (e.g. silent mel bands) must not
 class Normalizer:
     """Per-dimension standardisation: ``(x - mean) / std``.
 
-    ``mean`` and ``std`` have the feature shape ``F`` (one value per feature
-    dimension, pooled over all frames). The statistics must come from the
+    ``mean`` and ``std`` hold one value per index of the last feature axis,
+    pooled over every other axis: per log-mel dimension for ``(T, D)`` frames,
+    per frequency bin for ``(T, S, F)`` spectrogram segments (pooled over the
+    segments and the frames inside them: a frame's statistics must not depend
+    on where a segment boundary happens to cut it). The statistics must come from the
     fold's training side only, never from dev or test utterances: the engine
     fits it on the training arrays and applies it to all three sides.
     """
@@ -51,7 +54,7 @@ class Normalizer:
 
     @classmethod
     def fit(cls, arrays: Sequence[np.ndarray], floor: float = STD_FLOOR) -> Normalizer:
-        """Statistics over all frames of ``arrays`` (each ``(T_i, *F)``).
+        """Statistics over all frames of ``arrays`` (each ``(T_i, *F)``), per last-axis index.
 
         Accumulates in float64 and merges per-array (mean, M2) pairs with
         Chan et al.'s update, so large offsets and millions of frames lose no
@@ -64,6 +67,8 @@ class Normalizer:
             a = np.asarray(a, dtype=np.float64)
             if a.ndim < 1 or a.shape[0] == 0:
                 continue
+            if a.ndim > 2:  # (T, S, F) segments: every frame of every segment, per bin
+                a = a.reshape(-1, a.shape[-1])
             na = a.shape[0]
             mean_a = a.mean(axis=0)
             m2_a = ((a - mean_a) ** 2).sum(axis=0)
@@ -83,7 +88,7 @@ class Normalizer:
         return cls(mean=mean.astype(np.float32), std=std.astype(np.float32))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """``(T, *F)`` -> normalised ``(T, *F)`` float32."""
+        """``(T, *F)`` -> normalised ``(T, *F)`` float32 (statistics broadcast on the last axis)."""
         return ((np.asarray(x, dtype=np.float32) - self.mean) / self.std).astype(np.float32)
 
     def to_dict(self) -> dict[str, list]:

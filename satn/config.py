@@ -31,7 +31,7 @@ class ConfigError(InputError):
 CORPORA = ("demo", "iemocap", "ravdess", "manifest", "arctic")
 PROTOCOLS = ("satn", "full")
 FEATURE_KINDS = ("logmel", "spectrogram_segments")
-FOLD_SCHEMES = ("loso", "speaker_kfold", "heldout_speakers")
+FOLD_SCHEMES = ("loso", "speaker_kfold", "heldout_speakers", "stratified_split")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
@@ -147,7 +147,7 @@ class FeatureConfig:
 class FoldConfig:
     """How utterances are split into train / dev / test."""
 
-    scheme: str = "loso"  # loso | speaker_kfold | heldout_speakers
+    scheme: str = "loso"  # loso | speaker_kfold | heldout_speakers | stratified_split
     # loso: which speaker of the held-out session is dev; the other is test.
     # "F" / "M" pick by gender, "first" / "second" by sorted speaker id,
     # "both" gives two evaluations per fold (each speaker dev once).
@@ -156,10 +156,20 @@ class FoldConfig:
     dev_groups: int = 1  # speaker_kfold: groups (of the training side) used for dev
     test_speakers: tuple[str, ...] = ()  # heldout_speakers
     dev_speakers: tuple[str, ...] = ()  # heldout_speakers
+    # stratified_split (TACN's protocol; mixes speakers across sides, unlike the others):
+    # test_share of the utterances are test and dev_share are dev, each stratified by class;
+    # splits > 1 draws that many independent splits (fold1..foldN) from the seed
+    test_share: float = 0.2
+    dev_share: float = 0.1
+    splits: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check("folds", {
+            "test_share": (0 < self.test_share < 1, f"must be in (0, 1), not {self.test_share}"),
+            "dev_share": (0 < self.dev_share < 1 - self.test_share,
+                          f"must be in (0, 1 - folds.test_share), not {self.dev_share}"),
+            "splits": (self.splits >= 1, f"must be at least 1, not {self.splits}"),
             "scheme": _one_of(self.scheme, FOLD_SCHEMES),
             "k": (self.k >= 2, f"must be at least 2, not {self.k}"),
             "dev_groups": (0 <= self.dev_groups < self.k,
@@ -167,6 +177,8 @@ class FoldConfig:
         })
 
 
+OPTIMIZERS = ("adam", "adamw", "adadelta", "sgd")
+SCHEDULES = ("none", "cosine", "onecycle")
 RNN_CELLS = ("rnn", "gru", "lstm")
 ATTENTION_FORMS = ("paper", "multihead")
 POOLINGS = ("mean", "max")
@@ -244,6 +256,96 @@ class AttentionSettings:
 
 
 @dataclass(frozen=True)
+class CNNSettings:
+    """The segment CNN of the deep representation R_d (``model.cnn.*``; TACN Sec. 3.1)."""
+
+    channels: tuple[int, ...] = (32, 64, 64)  # one conv-ReLU-maxpool block per entry
+    kernel_size: int = 3
+    out_dim: int = 128  # size of one segment's vector
+
+    def __post_init__(self) -> None:
+        _check("model.cnn", {
+            "channels": (bool(self.channels) and min(self.channels) >= 1,
+                         f"must be one or more positive integers, not {list(self.channels)}"),
+            "kernel_size": (self.kernel_size >= 1 and self.kernel_size % 2 == 1,
+                            f"must be odd and at least 1, not {self.kernel_size}"),
+            "out_dim": (self.out_dim >= 1, f"must be at least 1, not {self.out_dim}"),
+        })
+
+
+@dataclass(frozen=True)
+class TACNSettings:
+    """TACN's tap-attention TCN (``model.tacn.*``; Eqs. 3-7): the paper's n = 8, k = 3, h = 8."""
+
+    layers: int = 8  # dilations 1, 2, 4, ..., 2**(layers-1)
+    kernel_size: int = 3  # taps per layer
+    heads: int = 8
+    channels: int = 64
+
+    def __post_init__(self) -> None:
+        _check("model.tacn", {
+            "layers": (self.layers >= 1, f"must be at least 1, not {self.layers}"),
+            "kernel_size": (self.kernel_size >= 1, f"must be at least 1, not {self.kernel_size}"),
+            "heads": (self.heads >= 1 and self.channels % self.heads == 0,
+                      f"must divide model.tacn.channels={self.channels}, not {self.heads}"),
+            "channels": (self.channels >= 1, f"must be at least 1, not {self.channels}"),
+        })
+
+
+@dataclass(frozen=True)
+class VQVAESettings:
+    """The VQ-VAE of the latent representation R_l (``model.vqvae.*``; TACN Sec. 2.1).
+
+    ``checkpoint`` names an artifact written by ``satn pretrain-vqvae``; its sizes
+    must equal these. With ``finetune`` (the paper's choice) the VQ-VAE trains
+    with the classifier and its losses join the loss by name, each times
+    ``loss_weight``; without it, it is frozen.
+    """
+
+    hidden: int = 64
+    code_dim: int = 16
+    codebook_size: int = 256
+    downsample: int = 2  # stride-2 convolutions: a 32 x 129 segment -> an 8 x 33 grid of codes
+    beta: float = 0.25  # commitment weight
+    ema: bool = True  # codebook by EMA (with dead-code restarts); false: by its loss
+    decay: float = 0.99
+    dead_code_threshold: float = 2.0  # EMA usage under which a code is re-seeded (0: never)
+    kmeans_init: bool = True
+    checkpoint: str = ""  # a pretrained artifact (.pt); empty: random initialisation
+    finetune: bool = True
+    loss_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check("model.vqvae", {
+            "hidden": (self.hidden >= 1, f"must be at least 1, not {self.hidden}"),
+            "code_dim": (self.code_dim >= 1, f"must be at least 1, not {self.code_dim}"),
+            "codebook_size": (self.codebook_size >= 2, f"must be at least 2, not "
+                              f"{self.codebook_size}"),
+            "downsample": (1 <= self.downsample <= 4, f"must be 1 to 4, not {self.downsample}"),
+            "beta": (self.beta >= 0, f"must be >= 0, not {self.beta}"),
+            "decay": (0 < self.decay < 1, f"must be in (0, 1), not {self.decay}"),
+            "dead_code_threshold": (self.dead_code_threshold >= 0,
+                                    f"must be >= 0, not {self.dead_code_threshold}"),
+            "loss_weight": (self.loss_weight >= 0, f"must be >= 0, not {self.loss_weight}"),
+        })
+
+    def sizes(self) -> dict[str, Any]:
+        """The settings that fix the architecture (an artifact must match them)."""
+        return {k: getattr(self, k) for k in ("hidden", "code_dim", "codebook_size",
+                                              "downsample", "ema")}
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """The fusion layer (``model.fusion.*``): R_f = ReLU(W [R_l ; R_d] + b)."""
+
+    dim: int = 128
+
+    def __post_init__(self) -> None:
+        _check("model.fusion", {"dim": (self.dim >= 1, f"must be at least 1, not {self.dim}")})
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """A model variant from the registry, and the settings of each block family.
 
@@ -256,6 +358,10 @@ class ModelConfig:
     tcn: TCNSettings = field(default_factory=TCNSettings)
     rnn: RecurrentSettings = field(default_factory=RecurrentSettings)
     attention: AttentionSettings = field(default_factory=AttentionSettings)
+    cnn: CNNSettings = field(default_factory=CNNSettings)
+    tacn: TACNSettings = field(default_factory=TACNSettings)
+    vqvae: VQVAESettings = field(default_factory=VQVAESettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
 
     def __post_init__(self) -> None:
         _check("model", {
@@ -330,9 +436,19 @@ class TrainConfig:
     eval_cost: int = 16_000_000
     # logged attention maps of utterances longer than this are pooled down to it
     probe_frames: int = 1000
+    optimizer: str = "adam"  # adam | adamw | adadelta | sgd
+    momentum: float = 0.9  # sgd only
+    schedule: str = "none"  # none | cosine | onecycle: learning rate over the run, per step
+    warmup_epochs: float = 0.0  # linear warm-up from 0 before the schedule (onecycle: its rise)
 
     def __post_init__(self) -> None:
         _check("train", {
+            "optimizer": _one_of(self.optimizer, OPTIMIZERS),
+            "momentum": (0 <= self.momentum < 1, f"must be in [0, 1), not {self.momentum}"),
+            "schedule": _one_of(self.schedule, SCHEDULES),
+            "warmup_epochs": (0 <= self.warmup_epochs < self.epochs,
+                              f"must be in [0, train.epochs={self.epochs}), not "
+                              f"{self.warmup_epochs}"),
             "epochs": (self.epochs >= 1, f"must be at least 1, not {self.epochs}"),
             "batch_size": (self.batch_size >= 1, f"must be at least 1, not {self.batch_size}"),
             "lr": (self.lr > 0, f"must be > 0, not {self.lr}"),
@@ -407,6 +523,29 @@ class RecipeConfig:
         if self.chunk_frames is None:
             return None
         return self.chunk_hop or max(1, self.chunk_frames // 2)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """``satn pretrain-vqvae``: steps over random segments of unlabeled speech."""
+
+    steps: int = 2000
+    batch_size: int = 64  # segments per step
+    lr: float = 1e-3
+    heldout: float = 0.1  # share of utterances kept out for the held-out figures
+    eval_every: int = 200  # steps between held-out evaluations
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check("pretrain", {
+            "steps": (self.steps >= 1, f"must be at least 1, not {self.steps}"),
+            "batch_size": (self.batch_size >= 1, f"must be at least 1, not {self.batch_size}"),
+            "lr": (self.lr > 0, f"must be > 0, not {self.lr}"),
+            "heldout": (0 < self.heldout < 1, f"must be in (0, 1), not {self.heldout}"),
+            "eval_every": (self.eval_every >= 1, f"must be at least 1, not {self.eval_every}"),
+            "device": check_device(self.device),
+        })
 
 
 @dataclass(frozen=True)

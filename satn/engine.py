@@ -11,6 +11,7 @@ No Ray or MLflow here: callers observe progress through ``FoldTrainer.step``.
 from __future__ import annotations
 
 import copy
+import math
 import os
 import random
 import time
@@ -92,6 +93,7 @@ class EpochStats:
     # each term by name ("ser", "at", model terms such as a VQ commitment), unweighted
     train_losses: dict[str, float] = field(default_factory=dict)
     dev_losses: dict[str, float] = field(default_factory=dict)
+    lr: float = 0.0  # learning rate at the epoch's last step (train.schedule)
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,42 @@ def pool_attention(att: Tensor, size: int) -> Tensor:
     return rows / counts.unsqueeze(-1)
 
 
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """``train.optimizer`` at ``train.lr`` (Adadelta's usual lr is 1.0, TACN's choice)."""
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+             "adadelta": torch.optim.Adadelta, "sgd": torch.optim.SGD}
+    if cfg.optimizer not in kinds:
+        raise ValueError(f"train.optimizer must be one of {sorted(kinds)}, not {cfg.optimizer!r}")
+    extra = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
+    return kinds[cfg.optimizer](params, lr=cfg.lr, weight_decay=cfg.weight_decay, **extra)
+
+
+def lr_factor(step: int, cfg: TrainConfig, steps_per_epoch: int) -> float:
+    """Multiplier of ``train.lr`` before optimiser step ``step`` (0-based) of the run.
+
+    Warm-up rises linearly over ``warmup_epochs``; then ``none`` holds 1,
+    ``cosine`` falls to 0 along half a cosine, and ``onecycle`` is the same cosine
+    fall after a warm-up of 30 % of the run when none is set (Smith's one-cycle
+    shape, learning rate only).
+    """
+    total = max(1, cfg.epochs * steps_per_epoch)
+    warm_epochs = cfg.warmup_epochs or (0.3 * cfg.epochs if cfg.schedule == "onecycle" else 0)
+    warm = int(round(warm_epochs * steps_per_epoch))
+    if step < warm:
+        return (step + 1) / warm
+    if cfg.schedule == "none":
+        return 1.0
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_schedule(opt: torch.optim.Optimizer, cfg: TrainConfig,
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """A per-step scheduler of :func:`lr_factor` (stepped after every optimiser step)."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: lr_factor(step, cfg, max(1, steps_per_epoch)))
+
+
 class FoldTrainer:
     """Trains one model on one fold, an epoch per ``step()``."""
 
@@ -264,7 +302,6 @@ class FoldTrainer:
                       if self.recipe.chunk_frames is not None else None)
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
-        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         weight = (class_weights(data.train.labels, data.n_classes)
                   if cfg.class_weighting == "balanced" else None)
         if cfg.class_weighting not in ("balanced", "none"):
@@ -275,6 +312,8 @@ class FoldTrainer:
                                            label_smoothing=self.recipe.label_smoothing)
         self.loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   bucket_width=cfg.bucket_width)
+        self.opt = make_optimizer(self.model.parameters(), cfg)
+        self.sched = make_schedule(self.opt, cfg, len(self.loader))
         # the fold's own dropout stream: a fold trains the same alone, beside others, in a thread
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         use_generator(self.model, self.generator)
@@ -317,6 +356,7 @@ class FoldTrainer:
             if self.cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.opt.step()
+            self.sched.step()
             total += float(loss.detach()) * len(batch.y)
             n += len(batch.y)
         # dev loss with training's definition: the same class weights and aux terms
@@ -335,20 +375,23 @@ class FoldTrainer:
             )
         stats = EpochStats(self.epoch, total / max(n, 1), dev.loss, dev.scores, improved,
                            time.perf_counter() - start,
-                           {k: v / max(n, 1) for k, v in sums.items()}, dev.losses)
+                           {k: v / max(n, 1) for k, v in sums.items()}, dev.losses,
+                           float(self.opt.param_groups[0]["lr"]))
         self.history.append(stats)
         return stats
 
     def state(self) -> dict:
         """Everything needed to continue this fold where it stands (a trial checkpoint)."""
         return {"model": {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                "opt": self.opt.state_dict(), "epoch": self.epoch, "best": self.best,
+                "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
+                "epoch": self.epoch, "best": self.best,
                 "history": list(self.history), "generator": self.generator.get_state()}
 
     def load_state(self, state: dict) -> None:
         """Continue from :meth:`state`: the next ``step()`` trains epoch ``state["epoch"] + 1``."""
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
         self.epoch, self.best = state["epoch"], state["best"]
         self.history = list(state["history"])
         self.generator.set_state(state["generator"])

@@ -16,9 +16,18 @@ Schemes (``FoldConfig.scheme``):
     groups (cyclically) are dev, the rest train.
 ``heldout_speakers``
     One fold: ``test_speakers`` test, ``dev_speakers`` dev, the rest train.
+``stratified_split``
+    TACN's protocol (Sec. 3.1: a random 80/20 split stratified by class):
+    ``test_share`` of the utterances are test and ``dev_share`` dev, each side
+    holding every class in proportion; ``splits`` independent draws from
+    ``seed`` give ``fold1..foldN``, the same on every run. **It mixes speakers:**
+    the same speakers (and in IEMOCAP the same dialogs) are on the training
+    and the test side, so its figures are not speaker-independent and run higher
+    than leave-one-session-out; use it to compare with papers that used it,
+    and LOSO for claims about unseen speakers.
 
-Every fold returned has passed :func:`check_fold`: no speaker on two sides,
-and every utterance used exactly once.
+Every fold returned has passed :func:`check_fold`: every utterance used exactly
+once and, for every scheme but ``stratified_split``, no speaker on two sides.
 """
 
 from __future__ import annotations
@@ -29,10 +38,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from satn.config import FoldConfig
+from satn.config import FOLD_SCHEMES, FoldConfig
 from satn.errors import InputError
 
-SCHEMES = ("loso", "speaker_kfold", "heldout_speakers")
+SCHEMES = FOLD_SCHEMES  # one list, in config.py
+SPEAKER_MIXING = ("stratified_split",)  # schemes that put a speaker on several sides
 DEV_SPEAKER_CHOICES = ("F", "M", "first", "second", "both")
 
 
@@ -74,24 +84,26 @@ def make_folds(meta: pd.DataFrame, cfg: FoldConfig) -> list[Fold]:
         folds = _speaker_kfold(m, cfg.k, cfg.dev_groups, cfg.seed)
     elif cfg.scheme == "heldout_speakers":
         folds = [_heldout(m, cfg.test_speakers, cfg.dev_speakers)]
+    elif cfg.scheme == "stratified_split":
+        folds = _stratified(m, meta, cfg.test_share, cfg.dev_share, cfg.splits, cfg.seed)
     else:
         raise FoldError(f"unknown fold scheme {cfg.scheme!r}; known: {', '.join(SCHEMES)}")
     for fold in folds:
-        _check(fold, m)
+        _check(fold, m, speakers_apart=cfg.scheme not in SPEAKER_MIXING)
     return folds
 
 
-def check_fold(fold: Fold, meta: pd.DataFrame) -> None:
+def check_fold(fold: Fold, meta: pd.DataFrame, speakers_apart: bool = True) -> None:
     """Raise :class:`FoldError` unless ``fold`` is a clean split of ``meta``.
 
     Clean: train, dev and test are pairwise disjoint, hold no duplicates or
     unknown ids, together are every utterance of ``meta``, train and test are
-    non-empty, and no speaker has utterances on two sides.
+    non-empty, and (with ``speakers_apart``) no speaker has utterances on two sides.
     """
-    _check(fold, _prepare(meta))
+    _check(fold, _prepare(meta), speakers_apart)
 
 
-def _check(fold: Fold, m: pd.DataFrame) -> None:
+def _check(fold: Fold, m: pd.DataFrame, speakers_apart: bool = True) -> None:
     """:func:`check_fold` on metadata already through :func:`_prepare`."""
     sides = {"train": fold.train, "dev": fold.dev, "test": fold.test}
     for side in ("train", "test"):
@@ -116,6 +128,8 @@ def _check(fold: Fold, m: pd.DataFrame) -> None:
     if missing:
         raise FoldError(f"{fold.name}: {len(missing)} utterance(s) on no side: "
                         f"{sorted(missing)[:5]}")
+    if not speakers_apart:
+        return
     sides_of: dict[str, set[str]] = {}
     for uid, spk in zip(m["id"], m["speaker"], strict=True):
         sides_of.setdefault(spk, set()).add(seen[uid])
@@ -312,3 +326,33 @@ def _heldout(m: pd.DataFrame, test: Sequence[str], dev: Sequence[str]) -> Fold:
     if overlap:
         raise FoldError(f"speaker(s) {overlap} are in both test_speakers and dev_speakers")
     return _split(m, "fold1", "+".join(sorted(test)), list(dev), list(test))
+
+
+def _stratified(m: pd.DataFrame, meta: pd.DataFrame, test_share: float, dev_share: float,
+                splits: int, seed: int) -> list[Fold]:
+    """``splits`` seeded class-stratified train / dev / test splits (speakers mixed)."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    if "label" not in meta.columns:
+        raise FoldError("stratified_split needs a 'label' column in the metadata")
+    labels = meta.reset_index(drop=True)["label"].astype(str).to_numpy()
+    counts = pd.Series(labels).value_counts()
+    if counts.min() < 3:
+        raise FoldError(f"stratified_split needs at least 3 utterances per class (train, dev, "
+                        f"test); class {counts.idxmin()!r} has {counts.min()}")
+    ids = m["id"].to_numpy()
+    outer = StratifiedShuffleSplit(splits, test_size=test_share, random_state=seed)
+    folds = []
+    for i, (rest, test) in enumerate(outer.split(ids, labels), start=1):
+        # dev from the non-test side, stratified again; its own stream per split
+        inner = StratifiedShuffleSplit(1, test_size=dev_share / (1 - test_share),
+                                       random_state=seed + 1000 * i)
+        train, dev = next(inner.split(rest, labels[rest]))
+        order = {uid: j for j, uid in enumerate(ids)}  # keep metadata row order on each side
+
+        def side(rows: np.ndarray, order: dict = order) -> tuple[str, ...]:
+            return tuple(sorted(ids[rows], key=order.__getitem__))
+
+        folds.append(Fold(name=f"fold{i}", group=f"split{i}", train=side(rest[train]),
+                          dev=side(rest[dev]), test=side(test)))
+    return folds

@@ -26,10 +26,16 @@ import numpy as np
 from satn.config import ConfigError, load_yaml
 
 COLUMNS = ("dev_wa", "dev_ua", "test_wa", "test_ua")
-HEADERS = {"dev_wa": "Dev WA", "dev_ua": "Dev UA", "test_wa": "Test WA", "test_ua": "Test UA"}
+HEADERS = {"dev_wa": "Dev WA", "dev_ua": "Dev UA", "test_wa": "Test WA", "test_ua": "Test UA",
+           "test_f1": "Test F1"}
 # Table 2's row order: encoders, then attention, then transfer
 TABLE2_ORDER = ("blstm_soft", "blstm_self", "tcn_soft", "tcn_self",
                 "blstm_soft_at", "blstm_self_at", "tcn_soft_at", "tcn_self_at")
+# TACN's Tables 1-2: Deep_* then Fusion_*, sequence models in the paper's order; F1, WA, UA
+TACN_ORDER = tuple(f"{f}_{s}" for f in ("deep", "fusion")
+                   for s in ("rnn", "gru", "bigru", "lstm", "blstm", "tcn", "tacn"))
+LAYOUTS = {"satn": (COLUMNS, TABLE2_ORDER), "tacn": (("test_f1", "test_wa", "test_ua"),
+                                                      TACN_ORDER)}
 PAPER_DIR = Path(__file__).resolve().parents[1] / "experiments" / "paper"
 
 
@@ -50,12 +56,11 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(a.mean()), (float(a.std(ddof=1)) if len(a) > 1 else 0.0)
 
 
-def _order(variant: str) -> tuple[int, str]:
-    return (TABLE2_ORDER.index(variant) if variant in TABLE2_ORDER else len(TABLE2_ORDER),
-            variant)
+def _order(variant: str, order: Sequence[str] = TABLE2_ORDER) -> tuple[int, str]:
+    return (order.index(variant) if variant in order else len(order), variant)
 
 
-def summarise(records: Sequence[Mapping[str, Any]]) -> list[Row]:
+def summarise(records: Sequence[Mapping[str, Any]], layout: str = "satn") -> list[Row]:
     """Group config runs by variant and the other searched values; fold scores pooled.
 
     Runs without any scored fold are left out.
@@ -67,11 +72,16 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> list[Row]:
         extra = ", ".join(f"{k}={v}" for k, v in sorted(r.get("params", {}).items())
                           if k != "model.variant")
         groups.setdefault((str(r["variant"]), extra), []).append(r)
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, not {layout!r}")
+    columns, order = LAYOUTS[layout]
     rows = []
-    for (variant, extra), runs in sorted(groups.items(), key=lambda g: (_order(g[0][0]),
+    for (variant, extra), runs in sorted(groups.items(), key=lambda g: (_order(g[0][0], order),
                                                                          g[0][1])):
-        folds = [f for r in runs for f in r["folds"]]
-        stats = {c: _mean_std([f[c] for f in folds]) for c in COLUMNS}
+        folds = [f for r in runs for f in r["folds"] if all(c in f for c in columns)]
+        if not folds:
+            continue
+        stats = {c: _mean_std([f[c] for f in folds]) for c in columns}
         rows.append(Row(f"{variant} ({extra})" if extra else variant, variant, len(runs),
                         len(folds), {c: s[0] for c, s in stats.items()},
                         {c: s[1] for c, s in stats.items()}))
@@ -91,7 +101,7 @@ def load_paper(ref: str) -> dict[str, Any]:
     if not isinstance(rows, Mapping) or not rows:
         raise ConfigError(f"{path}: needs 'rows' mapping variants to their figures")
     for variant, figs in rows.items():
-        bad = [k for k in (figs or {}) if k not in COLUMNS]
+        bad = [k for k in (figs or {}) if k not in HEADERS]
         if not isinstance(figs, Mapping) or bad:
             raise ConfigError(f"{path}: rows.{variant} must map {', '.join(COLUMNS)} to "
                               f"fractions; unknown {bad}")
@@ -108,8 +118,12 @@ def _pct(v: float) -> str:
 
 def table(rows: Sequence[Row], paper: Mapping[str, Any] | None = None,
           fmt: str = "markdown") -> str:
-    """The table as markdown or CSV; with ``paper``, its figure beside each of ours."""
+    """The table as markdown or CSV; with ``paper``, its figure beside each of ours.
+
+    The columns are those the rows were summarised with (see ``LAYOUTS``).
+    """
     ref = (paper or {}).get("rows", {})
+    columns = tuple(rows[0].mean) if rows else COLUMNS
 
     def paper_value(r: Row, c: str) -> float | None:
         return ref.get(r.variant, {}).get(c)
@@ -118,11 +132,11 @@ def table(rows: Sequence[Row], paper: Mapping[str, Any] | None = None,
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["model", "variant", "runs", "folds"] + [
-            x for c in COLUMNS
+            x for c in columns
             for x in [f"{c}_mean", f"{c}_std"] + ([f"{c}_paper"] if paper else [])])
         for r in rows:
             cells: list[Any] = [r.label, r.variant, r.runs, r.folds]
-            for c in COLUMNS:
+            for c in columns:
                 cells += [f"{r.mean[c]:.4f}", f"{r.std[c]:.4f}"]
                 if paper:
                     v = paper_value(r, c)
@@ -132,18 +146,19 @@ def table(rows: Sequence[Row], paper: Mapping[str, Any] | None = None,
     if fmt != "markdown":
         raise ValueError(f"format must be markdown or csv, not {fmt!r}")
     header = ["Model", "Folds"]
-    for c in COLUMNS:
+    for c in columns:
         header += [HEADERS[c]] + ([f"{HEADERS[c]} (paper)"] if paper else [])
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     for r in rows:
         line = [r.label, str(r.folds)]
-        for c in COLUMNS:
+        for c in columns:
             line.append(f"{_pct(r.mean[c])} ± {_pct(r.std[c])}")
             if paper:
                 v = paper_value(r, c)
                 line.append("–" if v is None else _pct(v))
         lines.append("| " + " | ".join(line) + " |")
-    note = "WA / UA in %, mean ± std over folds (each fold scored at its best dev UA epoch)"
+    names = " / ".join(dict.fromkeys(HEADERS[c].split()[-1] for c in columns))
+    note = f"{names} in %, mean ± std over folds (each fold scored at its best dev UA epoch)"
     if paper:
         note += f"; paper: {paper['source']}"
     return "\n".join(lines) + f"\n\n{note}\n"

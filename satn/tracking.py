@@ -179,7 +179,8 @@ class MlflowObserver:
         now = _now_ms()
         for name, s in stats.items():
             metrics = {"train_loss": s.train_loss, "dev_loss": s.dev_loss, "dev_wa": s.dev.wa,
-                       "dev_ua": s.dev.ua, "dev_f1": s.dev.f1, "epoch_seconds": s.seconds}
+                       "dev_ua": s.dev.ua, "dev_f1": s.dev.f1, "epoch_seconds": s.seconds,
+                       "lr": s.lr}
             # each loss term by name (L_SER, L_AT, ...), on both sides, beside the totals
             metrics.update({f"train_loss_{k}": v for k, v in s.train_losses.items()})
             metrics.update({f"dev_loss_{k}": v for k, v in s.dev_losses.items()})
@@ -603,6 +604,53 @@ def mark_sweep_leftovers(tracking_uri: str, experiment_id: str, sweep: str) -> i
     return len(runs)
 
 
+def log_finished_run(tracking_uri: str, experiment_id: str, run_name: str,
+                     params: dict[str, Any], history: list[dict[str, float]],
+                     artifacts: dict[str, str | Path], tags: dict[str, str] | None = None,
+                     level: str = "pretrain") -> str:
+    """One finished run for a job outside the runner (VQ-VAE pretraining, figures):
+    params, per-step metrics, files by folder.
+
+    ``history`` rows carry a ``step`` and metrics; ``artifacts`` maps an artifact
+    folder (``model``, ``figures``) to a local file or folder. Returns the run id.
+    """
+    from mlflow.entities import Metric, Param
+
+    client = _client(tracking_uri)
+    run = client.create_run(experiment_id, run_name=run_name,
+                            tags={"satn.level": level, **(tags or {})})
+    run_id = run.info.run_id
+    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+    now = _now_ms()
+    metrics = [Metric(k, float(v), now, int(row["step"])) for row in history
+               for k, v in row.items() if k != "step"]
+    for i in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[i:i + 1000])
+    for folder, path in artifacts.items():
+        path = Path(path)
+        if path.is_dir():
+            client.log_artifacts(run_id, str(path), folder)
+        else:
+            client.log_artifact(run_id, str(path), folder)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def fold_checkpoint(tracking_uri: str, run_id: str, fold: str, dest: str | Path) -> Path:
+    """Download the best checkpoint of fold ``fold`` of config run ``run_id``."""
+    client = _client(tracking_uri)
+    run = client.get_run(run_id)
+    children = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`satn.fold` = '{fold}'")
+    if not children:
+        raise FileNotFoundError(f"MLflow run {run_id} has no fold run {fold!r}")
+    path = client.download_artifacts(children[0].info.run_id, "checkpoint/best.pt", str(dest))
+    return Path(path)
+
+
 def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
               sweep: str | None = None, run_ids: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Configuration runs with their folds' best-dev-epoch scores, for reports.
@@ -637,7 +685,7 @@ def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
                 continue
             folds.append({"fold": child.data.tags.get("satn.fold", child.info.run_name),
                           **{f"{side}_{k}": m[f"best_{side}_{k}"] for side in ("dev", "test")
-                             for k in ("wa", "ua")}})
+                             for k in ("wa", "ua", "f1") if f"best_{side}_{k}" in m}})
         records.append({
             "run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
             "variant": run.data.tags.get("satn.variant", run.data.params.get("model.variant")),

@@ -62,11 +62,11 @@ def test_normalizer_uses_only_the_data_passed_to_fit() -> None:
 
 def test_normalizer_floors_constant_dimensions_and_handles_feature_shapes() -> None:
     rng = np.random.default_rng(2)
-    arrays = [np.stack([rng.normal(size=(20, 2)), np.full((20, 2), 3.0)], axis=1)
-              for _ in range(3)]  # (T, 2, 2); second row constant
+    arrays = [np.stack([rng.normal(size=(20, 2)), np.full((20, 2), 3.0)], axis=2)
+              for _ in range(3)]  # (T, 2, 2) segments; second bin constant
     norm = Normalizer.fit(arrays)
-    assert norm.mean.shape == norm.std.shape == (2, 2)
-    assert np.all(norm.std[1] == pytest.approx(1e-5))
+    assert norm.mean.shape == norm.std.shape == (2,)  # one statistic per bin (last axis)
+    assert norm.std[1] == pytest.approx(1e-5) and norm.mean[1] == pytest.approx(3.0)
     out = norm(arrays[0])
     assert out.shape == (20, 2, 2) and np.isfinite(out).all()
     with pytest.raises(ValueError, match="frame"):

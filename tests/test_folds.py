@@ -305,3 +305,47 @@ def test_random_metadata_always_gives_clean_folds() -> None:
         assert max(sizes) - min(sizes) <= 1
         for f in kfold:
             assert_clean(f, meta)
+
+
+# ---------------------------------------------------------------- stratified_split (TACN)
+
+
+def _labelled(n_per: dict[str, int], speakers: int = 4) -> pd.DataFrame:
+    rows = []
+    for label, n in n_per.items():
+        for i in range(n):
+            rows.append({"id": f"{label}{i:03d}", "speaker": f"s{i % speakers}", "label": label})
+    return pd.DataFrame(rows)
+
+
+def test_stratified_split_is_seeded_stratified_and_complete():
+    meta = _labelled({"neu": 170, "hap": 160, "sad": 110, "ang": 110})
+    cfg = FoldConfig(scheme="stratified_split", test_share=0.2, dev_share=0.1, splits=3, seed=7)
+    folds = make_folds(meta, cfg)
+    assert [f.name for f in folds] == ["fold1", "fold2", "fold3"]
+    assert folds == make_folds(meta, cfg)  # repeatable
+    assert folds != make_folds(meta, FoldConfig(scheme="stratified_split", splits=3, seed=8))
+    assert folds[0].test != folds[1].test  # independent draws
+    label = dict(zip(meta["id"], meta["label"], strict=True))
+    for f in folds:
+        assert len(f.test) == 110 and len(f.dev) == 55 and len(f.train) == 385
+        for side, share in ((f.test, 0.2), (f.dev, 0.1)):
+            for cls, total in meta["label"].value_counts().items():
+                got = sum(label[u] == cls for u in side)
+                assert abs(got - share * total) <= 1, (cls, got)
+
+
+def test_stratified_split_mixes_speakers_which_speaker_checks_refuse():
+    meta = _labelled({"neu": 20, "sad": 20})
+    fold = make_folds(meta, FoldConfig(scheme="stratified_split"))[0]
+    check_fold(fold, meta, speakers_apart=False)
+    with pytest.raises(FoldError, match="speaker"):
+        check_fold(fold, meta)
+
+
+def test_stratified_split_needs_labels_and_enough_per_class():
+    cfg = FoldConfig(scheme="stratified_split")
+    with pytest.raises(FoldError, match="label"):
+        make_folds(_labelled({"neu": 20}).drop(columns="label"), cfg)
+    with pytest.raises(FoldError, match="'ang' has 2"):
+        make_folds(_labelled({"neu": 20, "ang": 2}), cfg)

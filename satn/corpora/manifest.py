@@ -186,3 +186,33 @@ def _delimiter(path: Path, fh) -> str:
         return csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
     except csv.Error as e:
         raise ConfigError(f"{path}: cannot tell the delimiter (use .csv or .tsv)") from e
+
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def write_folder_manifest(folder: str | Path, out: str | Path, label: str = "speech") -> Path:
+    """A manifest of every audio file under ``folder``, all with one ``label``.
+
+    For unlabeled speech (VQ-VAE pretraining): the speaker is the first folder
+    below ``folder`` (``arctic/bdl/...`` -> ``bdl``), or the folder's own name for
+    files at its top. Paths are absolute; ids are paths below ``folder`` with
+    ``/`` as ``_`` so that two speakers' ``a0001.wav`` stay apart.
+    """
+    folder = Path(folder).expanduser().absolute()
+    if not folder.is_dir():
+        raise ConfigError(f"audio folder {folder} is not a folder")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES
+                   and p.is_file())
+    if not files:
+        raise ConfigError(f"audio folder {folder} holds no {'/'.join(AUDIO_SUFFIXES)} files")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "path", "speaker", "label"])
+        for p in files:
+            rel = p.relative_to(folder)
+            speaker = rel.parts[0] if len(rel.parts) > 1 else folder.name
+            w.writerow([rel.with_suffix("").as_posix().replace("/", "_"), str(p), speaker, label])
+    return out

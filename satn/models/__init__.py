@@ -1,5 +1,6 @@
 """Model blocks and the registry of variants (importing this registers them)."""
 
+from satn.models import segment_variants as _segment_variants  # noqa: F401  (registers)
 from satn.models import variants as _variants  # noqa: F401  (registers the builders)
 from satn.models.classifier import ModelOutput, SERModel
 from satn.models.registry import available, build_model, families, register, uses_transfer

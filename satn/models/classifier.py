@@ -4,7 +4,9 @@ Variants differ only in which encoder and readout a builder plugs in (see
 ``registry.py`` and ``variants.py``), so there is one forward path for all of
 them. An encoder is a module with ``forward_layers(x, lengths)`` returning each
 layer's (B, T, C) output and an ``output_dim``; a readout maps (h, lengths) to
-a pooled (B, D) vector and its attention weights.
+a pooled (B, D) vector and its attention weights. An encoder that trains parts
+with losses of their own (a fine-tuned VQ-VAE) returns ``(layers, aux_losses)``
+instead, and those losses come back in ``ModelOutput.aux_losses`` by name.
 """
 
 from __future__ import annotations
@@ -85,6 +87,20 @@ class SoftAttentionReadout(nn.Module):
         return self.attn(h, lengths)
 
 
+class PoolReadout(nn.Module):
+    """No attention: the encoded sequence pooled over valid frames (mean or max)."""
+
+    def __init__(self, pooling: str = "mean"):
+        super().__init__()
+        if pooling not in POOL:
+            raise ValueError(f"pooling must be one of {sorted(POOL)}, not {pooling!r}")
+        self.pool = POOL[pooling]
+
+    def forward(self, h: Tensor, lengths: Tensor) -> tuple[Tensor, None]:
+        """h: (B, T, D) -> pooled (B, D), no attention."""
+        return self.pool(h, lengths), None
+
+
 class SERModel(nn.Module):
     """Emotion classifier over variable-length feature sequences."""
 
@@ -97,12 +113,16 @@ class SERModel(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor, return_maps: bool = False) -> ModelOutput:
         """x: (B, T, F) padded features, lengths: (B,) -> ModelOutput (maps when asked)."""
         layers = self.encoder.forward_layers(x, lengths)  # each (B, T, D)
+        aux: dict[str, Tensor] = {}
+        if isinstance(layers, tuple):  # (layers, named auxiliary losses)
+            layers, aux = layers
         pooled, attn = self.readout(layers[-1], lengths)  # (B, D), attention weights
         maps: dict[str, Tensor] = {}
         if return_maps:
             maps = {f"encoder.layer{i}": a for i, a in enumerate(layers)}
-            maps["attention"] = attn
-        return ModelOutput(self.head(pooled), attn, maps)
+            if attn is not None:
+                maps["attention"] = attn
+        return ModelOutput(self.head(pooled), attn, maps, dict(aux))
 
     @torch.no_grad()
     def map_names(self, frame_shape: tuple[int, ...]) -> list[str]:

@@ -8,6 +8,7 @@ class, so the engine, sweep and CLI reach them by name.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from satn.config import ConfigError, ModelConfig
@@ -23,7 +24,8 @@ def register(name: str, families: tuple[str, ...] = (),
              transfer: bool = False) -> Callable[[Builder], Builder]:
     """Register a builder under ``name``; ``families`` are the ``model.*`` settings it reads;
     ``transfer``: the variant trains with attention transfer from a teacher (``transfer.*``)."""
-    known = {"tcn", "rnn", "attention"}
+    known = {f.name for f in dataclasses.fields(ModelConfig)
+             if dataclasses.is_dataclass(f.default_factory)}  # every model.<family> section
     if not set(families) <= known:
         raise ValueError(f"model variant {name!r} names unknown families {set(families) - known}")
 
