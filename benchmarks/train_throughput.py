@@ -1,4 +1,5 @@
-"""Training throughput of one configuration over its folds: CPU vs GPU, folds in threads.
+"""Training throughput over the folds: per variant, CPU vs GPU, folds in turn or packed,
+trials packed.
 
 Runs the real runner and engine (``satn.runner.Experiment``) on synthetic
 features of IEMOCAP's size: by default 2943 utterances (SATN's improvised set)
@@ -8,15 +9,21 @@ speed is measured; the features are noise, so the accuracy means nothing.
 
     python benchmarks/train_throughput.py --device cpu --epochs 1
     python benchmarks/train_throughput.py --device cuda --fold-workers 1,5 --epochs 3
+    python benchmarks/train_throughput.py --device cuda --variants tcn_self,tcn_soft,blstm_self,\
+        blstm_soft --fold-workers 1,5 --trials 1,2 --epochs 3
 
 Prints one row per setting: seconds per epoch of all folds (the first epoch,
 which includes warm-up, is left out when there are two or more), training
-utterances per second, and peak GPU memory.
+utterances per second (of all trials together), and peak GPU memory. Fold
+workers 1: folds in turn; 5: the five folds packed on the device (threads);
+trials N: N configurations trained at once on the same device, as a sweep
+packs trials on one GPU.
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 
 import numpy as np
@@ -54,28 +61,38 @@ class SyntheticFeatures:
         return len(self._arrays)
 
 
-def measure(data: SyntheticFeatures, cfg: ExperimentConfig, fold_workers: int) -> dict:
-    exp = Experiment(cfg, data, fold_workers=fold_workers)
-    n_train = sum(len(pf.fold.train) for pf in exp.prepared)
-    stamps: list[float] = []
+def measure(data: SyntheticFeatures, cfg: ExperimentConfig, fold_workers: int,
+            trials: int = 1) -> dict:
+    exps = [Experiment(cfg, data, fold_workers=fold_workers) for _ in range(trials)]
+    n_train = sum(len(pf.fold.train) for pf in exps[0].prepared)
+    stamps: list[list[float]] = [[] for _ in exps]
 
     class Clock:
+        def __init__(self, k: int):
+            self.k = k
+
         def on_start(self, experiment) -> None:
-            stamps.append(time.perf_counter())
+            stamps[self.k].append(time.perf_counter())
 
         def on_epoch(self, experiment, epoch, stats, final) -> None:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            stamps.append(time.perf_counter())
+            stamps[self.k].append(time.perf_counter())
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    exp.run([Clock()])
-    epochs = np.diff(stamps)
-    steady = epochs[1:] if len(epochs) > 1 else epochs
-    per_epoch = float(steady.mean())
-    return {"s_per_epoch": per_epoch, "first_epoch_s": float(epochs[0]),
-            "train_utt_per_s": n_train / per_epoch,
+    runs = [threading.Thread(target=e.run, args=([Clock(k)],)) for k, e in enumerate(exps)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    per_trial = []
+    for st in stamps:
+        epochs = np.diff(st)
+        per_trial.append(float((epochs[1:] if len(epochs) > 1 else epochs).mean()))
+    per_epoch = float(np.mean(per_trial))
+    return {"s_per_epoch": per_epoch, "first_epoch_s": float(np.diff(stamps[0])[0]),
+            "train_utt_per_s": trials * n_train / per_epoch,
             "peak_gpu_gib": (torch.cuda.max_memory_allocated() / 2**30
                              if torch.cuda.is_available() else 0.0)}
 
@@ -90,24 +107,32 @@ def main() -> None:
     ap.add_argument("--channels", type=int, default=64)
     ap.add_argument("--fold-workers", default="1", help="comma list, e.g. 1,5")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's)")
+    ap.add_argument("--variants", default="tcn_self",
+                    help="comma list of log-mel variants (the *_at ones need --teacher)")
+    ap.add_argument("--teacher", default=None, help="teacher file for *_at variants")
+    ap.add_argument("--trials", default="1", help="configurations trained at once, e.g. 1,2")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = SyntheticFeatures(args.utterances, args.mean_frames)
-    cfg = ExperimentConfig().override({
-        "train.device": args.device, "train.epochs": args.epochs,
-        "train.batch_size": args.batch_size, "model.tcn.channels": args.channels})
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"# {len(data)} utterances, mean {data.mean_frames:.0f} frames, 5 folds, "
-          f"tcn_self channels {args.channels}, batch {args.batch_size}, device {name}, "
+          f"channels {args.channels}, batch {args.batch_size}, device {name}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print("| device | fold workers | s / epoch (5 folds) | first epoch s | train utt / s "
-          "| peak GPU GiB |")
-    print("|---|---|---|---|---|---|")
-    for w in (int(x) for x in args.fold_workers.split(",")):
-        r = measure(data, cfg, w)
-        print(f"| {name} | {w} | {r['s_per_epoch']:.2f} | {r['first_epoch_s']:.2f} "
-              f"| {r['train_utt_per_s']:.0f} | {r['peak_gpu_gib']:.2f} |", flush=True)
+    print("| variant | device | fold workers | trials | s / epoch (5 folds) | first epoch s "
+          "| train utt / s | peak GPU GiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for variant in args.variants.split(","):
+        cfg = ExperimentConfig().override({
+            "model.variant": variant, "train.device": args.device, "train.epochs": args.epochs,
+            "train.batch_size": args.batch_size, "model.tcn.channels": args.channels,
+            **({"transfer.teacher": args.teacher} if args.teacher else {})})
+        for w in (int(x) for x in args.fold_workers.split(",")):
+            for n in (int(x) for x in args.trials.split(",")):
+                r = measure(data, cfg, w, n)
+                print(f"| {variant} | {name} | {w} | {n} | {r['s_per_epoch']:.2f} "
+                      f"| {r['first_epoch_s']:.2f} | {r['train_utt_per_s']:.0f} "
+                      f"| {r['peak_gpu_gib']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
