@@ -97,9 +97,9 @@ def test_runs_of_a_killed_train_are_repaired_by_the_installed_command(tmp_path):
         "model": {"tcn": {"channels": 8, "dilations": [1]}, "attention": {"heads": 2}},
         "train": {"epochs": 500, "batch_size": 8, "device": "cpu"}}))
     env = bare_env(home)
+    log = (tmp_path / "train.log").open("w")
     proc = subprocess.Popen([entry_point("satn"), "train", "--config", "tiny.yaml"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     deadline = time.time() + 300
     runs = []
@@ -114,6 +114,7 @@ def test_runs_of_a_killed_train_are_repaired_by_the_installed_command(tmp_path):
             continue
         if len(runs) == 6:  # the config run and its five fold runs
             break
+    assert proc.poll() is None, (tmp_path / "train.log").read_text()[-3000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(runs) == 6 and {r.info.status for r in runs} == {"RUNNING"}
