@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from test_store import good_corpus
 
 from satn.baselines import BaselineConfig, run_baseline, select_c
 from satn.baselines.classify import class_scores, make_classifier
@@ -14,7 +15,6 @@ from satn.config import ConfigError, ExperimentConfig
 from satn.metrics import score
 from satn.predictions import classes_of, read_predictions, write_predictions
 from satn.store import build_dataset, open_dataset
-from tests.test_store import good_corpus
 
 CLASSES = ("neu", "hap", "sad")
 
