@@ -6,6 +6,7 @@ import csv
 import functools
 import io
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
@@ -840,7 +841,8 @@ def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, t
         runtime = replace(runtime, mlflow=replace(runtime.mlflow, tracking_uri=tracking_uri))
     cfg = resolve_teacher(cfg, runtime, tracking_uri)
     cfg, info = prepare_dataset(cfg, runtime, device=device, echo=click.echo)
-    click.echo(f"sweep {search.name}: {trials or search.num_samples} trial(s), "
+    grid = math.prod(len(p.values) for p in search.grid.values())  # 1 without grid params
+    click.echo(f"sweep {search.name}: {(trials or search.num_samples) * grid} trial(s), "
                f"{search.algorithm} search, {search.scheduler.kind} scheduler, "
                f"metric {search.metric} ({search.mode})")
     result = run_sweep(cfg, search, runtime, info.uri, num_samples=trials, epochs=epochs,

@@ -279,6 +279,7 @@ def test_a_sweep_with_failed_trials_names_them_and_exits_3(workspace):
     res = _run(sweep_main, ["--space", space, *_common(workspace), "--epochs", 1,
                             "--name", "failing-sweep"], check=False)
     assert res.exit_code == 3, res.output
+    assert "sweep failing: 2 trial(s), random search" in res.output  # grid points counted
     assert "2 trial(s), 0 stopped early, 1 failed" in res.output
     failed = [ln for ln in res.output.splitlines() if ln.strip().startswith("failed: ")]
     assert len(failed) == 1 and "cuda:8" in failed[0]
