@@ -169,7 +169,7 @@ def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
 
     ``chunk = (frames, hop)``: an utterance's logits are the mean of the logits of its
     chunks (:func:`satn.augment.chunk_starts`); one chunk covering it gives the
-    full-length logits (and the loss terms are the full-length ones).
+    full-length logits; the loss is then cross-entropy of the chunk-mean logits.
     """
     model.eval()
     loss_fn = loss_fn or nn.CrossEntropyLoss()
@@ -177,9 +177,12 @@ def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
     sums: dict[str, float] = {}
     for batch in make_loader(dataset, batch_size, shuffle=False, max_cost=max_cost):
         batch = batch.to(device)
-        logits, loss, terms = loss_terms(model, batch, dataset, loss_fn, aux)
-        if chunk is not None:
+        if chunk is None:
+            logits, loss, terms = loss_terms(model, batch, dataset, loss_fn, aux)
+        else:  # scored as it is trained: on chunks (no map-based terms then)
             logits = chunked_logits(model, batch.x, batch.lengths, *chunk, batch_size)
+            loss = loss_fn(logits, batch.y)
+            terms = {"ser": loss}
         total += float(loss) * len(batch.y)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(batch.y)

@@ -17,7 +17,7 @@ import secrets
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class SweepResult:
     storage_path: str
     failed: tuple[tuple[str, str], ...] = ()  # (trial, first line of its error)
     repaired: int = 0  # runs of ended processes marked before the sweep started
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def config_dir() -> Path:
@@ -460,7 +459,7 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
         run_id = metrics.get("mlflow_run_id")
         outcome = trial_outcome(metrics, r.error)
         if outcome == "error":
-            failed.append((trial_label(r), _first_line(r.error)))
+            failed.append((trial_label(r), _error_line(r.error)))
             if run_id:
                 mark_runs(tracking_uri, run_id, "FAILED", {"satn.outcome": "error"})
         elif outcome == "stopped_early":
@@ -621,7 +620,7 @@ def check_writable(folder: Path, what: str) -> None:
         raise ConfigError(f"{what}: cannot write to {folder}: {e.strerror or e}") from e
 
 
-def _first_line(error: BaseException | None) -> str:
+def _error_line(error: BaseException | None) -> str:
     text = str(error or "").strip().splitlines()
     # Ray wraps the trial's exception: its last line is the one that says what went wrong
     return (text[-1] if text else type(error).__name__)[:300]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from userenv import tiny_workspace
 
 from satn.cli import main, sweep_main
 
@@ -29,14 +30,7 @@ def _client(uri):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
-    root = tmp_path_factory.mktemp("satn")
-    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    (root / "runtime.yaml").write_text(yaml.safe_dump({
-        "ray": {"address": "local", "num_cpus": 2},
-        "storage_path": str(root / "ray"), "features_dir": str(root / "features"),
-        "data_dir": str(root / "data"), "max_concurrent_trials": 2,
-        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "e2e"}}))
-    return root
+    return tiny_workspace(tmp_path_factory.mktemp("satn"), TINY, "e2e", 2)
 
 
 def _run(cmd, args, check=True):

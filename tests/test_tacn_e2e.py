@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from click.testing import CliRunner
+from userenv import tiny_workspace
 
 from satn.cli import main, sweep_main
 from satn.models.segment_variants import VARIANTS
@@ -28,14 +29,7 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tacn")
-    (root / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    (root / "runtime.yaml").write_text(yaml.safe_dump({
-        "ray": {"address": "local", "num_cpus": 2},
-        "storage_path": str(root / "ray"), "features_dir": str(root / "features"),
-        "data_dir": str(root / "data"), "max_concurrent_trials": 1,
-        "mlflow": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "tacn"}}))
-    return root
+    return tiny_workspace(tmp_path_factory.mktemp("tacn"), TINY, "tacn", 1)
 
 
 def _run(cmd, args):
