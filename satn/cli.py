@@ -185,8 +185,16 @@ class ConsoleObserver:
     """Prints one line per epoch and the fold results at the end."""
 
     def on_start(self, experiment) -> None:
-        click.echo(f"training {experiment.cfg.model.variant} on folds "
-                   f"{', '.join(experiment.fold_names)}")
+        outer = experiment.outer_folds()
+        if len(outer) == len(experiment.fold_names):
+            click.echo(f"training {experiment.cfg.model.variant} on folds "
+                       f"{', '.join(experiment.fold_names)}")
+            return
+        sel = experiment.cfg.selection
+        how = " x ".join(p for p in (sel.inner_k and f"{sel.inner_k} inner speaker folds",
+                                     sel.seeds > 1 and f"{sel.seeds} seeds") if p)
+        click.echo(f"training {experiment.cfg.model.variant}: {len(experiment.fold_names)} "
+                   f"models ({how}) scoring folds {', '.join(outer)} as ensembles")
 
     def on_epoch(self, experiment, epoch, stats, final) -> None:
         s = experiment.epoch_summary(stats)

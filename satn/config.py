@@ -526,6 +526,40 @@ class RecipeConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """How a configuration's epochs are chosen and its test predictions made.
+
+    ``inner_k = 0`` (the default): each fold's model keeps its best epoch on the
+    fold's dev side, as a sweep has always done. ``inner_k >= 2``: cross-validation
+    over the training speakers. Each outer fold's train and dev speakers are pooled
+    and dealt into ``inner_k`` gender-balanced groups. One model per group trains on
+    the others and keeps its best epoch on that group. The selection score (a
+    sweep's ``dev_ua``) is then measured on every training speaker, not one small
+    dev group. The outer test is scored by the ensemble of the inner models (mean
+    logits). It costs ``inner_k`` models per outer fold; for corpora with few
+    speakers (RAVDESS), where one dev group is too small to choose by.
+
+    ``seeds > 1``: each model is trained with that many seeds (``train.seed``,
+    ``+1``, ...) and the seeds' logits are averaged.
+    """
+
+    inner_k: int = 0
+    seeds: int = 1
+
+    def __post_init__(self) -> None:
+        _check("selection", {
+            "inner_k": (self.inner_k == 0 or self.inner_k >= 2,
+                        f"must be 0 (off) or at least 2, not {self.inner_k}"),
+            "seeds": (self.seeds >= 1, f"must be at least 1, not {self.seeds}"),
+        })
+
+    @property
+    def ensembles(self) -> bool:
+        """Whether an outer fold is scored by more than one model."""
+        return self.inner_k > 0 or self.seeds > 1
+
+
+@dataclass(frozen=True)
 class PretrainConfig:
     """``satn pretrain-vqvae``: steps over random segments of unlabeled speech."""
 
@@ -550,7 +584,8 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """Everything one trial needs: data, features, folds, model, training, transfer, recipe."""
+    """Everything one trial needs: data, features, folds, model, training, transfer, recipe,
+    selection."""
 
     data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -559,6 +594,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ExperimentConfig:

@@ -33,7 +33,7 @@ once and, for every scheme but ``stratified_split``, no speaker on two sides.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,15 @@ class Fold:
     test: tuple[str, ...]
     dev_speakers: tuple[str, ...] = ()
     test_speakers: tuple[str, ...] = ()
+    # a member of an outer fold's ensemble (satn.config.SelectionConfig): the outer
+    # fold's name ("" for a fold that is its own model) and the seed offset it trains with
+    outer: str = ""
+    seed: int = 0
+
+    @property
+    def scored_as(self) -> str:
+        """The fold whose test figures this model's predictions count towards."""
+        return self.outer or self.name
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "dev": len(self.dev), "test": len(self.test)}
@@ -151,6 +160,45 @@ def fold_by_name(folds: Sequence[Fold], name_or_index: str | int) -> Fold:
             return folds[i - 1]
     raise FoldError(f"no fold {name_or_index!r}; available: {', '.join(names)} "
                     f"(or an index 1..{len(folds)})")
+
+
+def member_folds(meta: pd.DataFrame, folds: Sequence[Fold], inner_k: int = 0,
+                 seeds: int = 1, seed: int = 0) -> list[Fold]:
+    """The models that score each outer fold (``SelectionConfig``).
+
+    ``inner_k >= 2``: the outer fold's train and dev speakers are dealt (by
+    ``seed``, gender-balanced) into ``inner_k`` groups; member ``<outer>-in<j>``
+    holds group ``j`` out as its dev side, trains on the other groups, and has the
+    outer test side. ``seeds > 1``: every model is repeated as ``...-s<i>`` with
+    seed offset ``i``. With neither, the folds come back as they are. Every
+    member has passed :func:`check_fold`.
+    """
+    if inner_k == 0 and seeds == 1:
+        return list(folds)
+    m = _prepare(meta)
+    genders = _speaker_genders(m)
+    out = []
+    for fold in folds:
+        if inner_k:
+            if not fold.test_speakers:
+                raise FoldError(f"selection.inner_k needs folds held out by speaker; fold "
+                                f"{fold.name} mixes speakers (folds.scheme "
+                                f"{' / '.join(SPEAKER_MIXING)}): use selection.inner_k=0")
+            pool = sorted(set(m.loc[m["id"].isin(fold.train + fold.dev), "speaker"]))
+            if len(pool) < inner_k:
+                raise FoldError(f"selection.inner_k={inner_k} needs as many training speakers; "
+                                f"fold {fold.name} has {len(pool)}")
+            inner = [_split(m, f"{fold.name}-in{j + 1}", fold.group, group, fold.test_speakers)
+                     for j, group in enumerate(_deal(pool, genders, inner_k, seed))]
+            inner = [replace(f, outer=fold.name) for f in inner]
+        else:
+            inner = [replace(fold, outer=fold.name)]
+        for f in inner:
+            for i in range(seeds):
+                member = f if seeds == 1 else replace(f, name=f"{f.name}-s{i + 1}", seed=i)
+                _check(member, m)
+                out.append(member)
+    return out
 
 
 # ---------------------------------------------------------------- metadata

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -19,8 +19,9 @@ import torch
 from satn.batching import Normalizer, SequenceDataset
 from satn.config import ConfigError, ExperimentConfig, FeatureConfig, from_dict
 from satn.devices import resolve_device
-from satn.engine import EpochStats, FoldData, FoldTrainer, seed_everything
-from satn.folds import Fold, fold_by_name, make_folds
+from satn.engine import EpochStats, Evaluation, FoldData, FoldTrainer, seed_everything
+from satn.ensemble import Member, combine
+from satn.folds import Fold, FoldError, fold_by_name, make_folds, member_folds
 from satn.metrics import Aggregate, Scores, aggregate
 from satn.models import build_model, uses_transfer
 
@@ -44,11 +45,17 @@ class FoldResult:
 
 @dataclass(frozen=True)
 class ExperimentResult:
+    """``folds``: one result per outer fold (an ensemble's when ``selection`` makes
+    several models per fold; then ``members`` are those models' own results and
+    ``ensembles`` the outer folds' combined dev and test evaluations)."""
+
     classes: tuple[str, ...]
     folds: tuple[FoldResult, ...]
     dev: Aggregate
     test: Aggregate
     seconds: float
+    members: tuple[FoldResult, ...] = ()
+    ensembles: dict[str, dict[str, Evaluation]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, float]:
         """Flat fold-aggregated figures: ``test_ua_mean``, ``dev_wa_std``, ..."""
@@ -97,9 +104,17 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
     unknown = sorted(set(meta["label"]) - set(classes))
     if unknown:
         raise ConfigError(f"dataset labels {unknown} are not among data.classes {list(classes)}")
-    folds = make_folds(meta, cfg.folds)
+    outer = make_folds(meta, cfg.folds)
+    sel = cfg.selection
+    folds = member_folds(meta, outer, sel.inner_k, sel.seeds, cfg.folds.seed)
     if only:
-        picked = [fold_by_name(folds, f) for f in only]
+        picked = []
+        for f in only:
+            try:  # an outer fold brings all its models
+                name = fold_by_name(outer, f).name
+                picked += [m for m in folds if m.scored_as == name]
+            except FoldError:  # one model of it (a sweep's fold worker)
+                picked.append(fold_by_name(folds, f))
         # 1 and "fold1" name the same fold: train it once
         folds = list({f.name: f for f in picked}.values())
     arrays = dataset.arrays()
@@ -115,11 +130,11 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
         # statistics from the training side only: dev and test stay unseen
         norm = Normalizer.fit([arrays[row[u]] for u in fold.train])
 
-        def side(ids: tuple[str, ...], train: bool, norm: Normalizer = norm) -> SequenceDataset:
+        def side(ids: tuple[str, ...], train: bool, norm: Normalizer = norm,
+                 seed: int = cfg.train.seed + fold.seed) -> SequenceDataset:
             return SequenceDataset(
                 [arrays[row[u]] for u in ids], [label_of[u] for u in ids], list(ids),
-                normalizer=norm, max_frames=crop if train else None,
-                seed=cfg.train.seed)
+                normalizer=norm, max_frames=crop if train else None, seed=seed)
 
         probes = pick_probes(fold.dev, [label_of[u] for u in fold.dev], n_probes)
         data = FoldData(fold.name, side(fold.train, True), side(fold.dev, False),
@@ -171,7 +186,9 @@ class Experiment:
             # a *_at variant's teacher, loaded once and shared (frozen) by every fold
             self.teacher = self._teacher(cfg, self._dataset, device)
         # the same seed per fold: folds differ by data, not by initialisation luck
-        seed_everything(cfg.train.seed)
+        # (a seed ensemble's members by their offset)
+        train = replace(cfg.train, seed=cfg.train.seed + pf.fold.seed)
+        seed_everything(train.seed)
         model = build_model(cfg.model, self.frame_shape, len(self.classes))
         aux = []
         if self.teacher is not None:
@@ -180,7 +197,7 @@ class Experiment:
         n_mels = cfg.features.n_mels
         n_bands = (n_mels if len(self.frame_shape) == 1 and self.frame_shape[0] % n_mels == 0
                    else None)
-        return FoldTrainer(model, pf.data, cfg.train, device, aux, recipe=cfg.recipe,
+        return FoldTrainer(model, pf.data, train, device, aux, recipe=cfg.recipe,
                            n_bands=n_bands)
 
     def _teacher(self, cfg: ExperimentConfig, dataset, device):
@@ -246,15 +263,39 @@ class Experiment:
         }
 
     def result(self, seconds: float = 0.0) -> ExperimentResult:
-        folds = []
+        models = []
         for pf in self.prepared:
             t = self.trainers[pf.fold.name]
             if t.best is None:
                 raise RuntimeError(f"fold {pf.fold.name} has not been trained")
-            folds.append(FoldResult(pf.fold.name, pf.fold.group, t.best.epoch, t.epoch,
-                                    t.best.dev, t.best.test))
+            models.append(FoldResult(pf.fold.name, pf.fold.group, t.best.epoch, t.epoch,
+                                     t.best.dev, t.best.test))
+        if not self.cfg.selection.ensembles:
+            return ExperimentResult(self.classes, tuple(models),
+                                    aggregate([f.dev for f in models]),
+                                    aggregate([f.test for f in models]), seconds)
+        folds, ensembles = [], {}
+        for outer, group in self.outer_folds().items():
+            members = [Member(pf.fold, self.trainers[pf.fold.name].best.epoch,
+                              self.trainers[pf.fold.name].best.evaluations) for pf in group]
+            labels = {u: y for pf in group for side in (pf.data.dev, pf.data.test)
+                      for u, y in zip(side.ids, side.labels, strict=True)}
+            ensembles[outer] = combine(members, labels)
+            epochs = [m.epoch for m in members]
+            folds.append(FoldResult(outer, group[0].fold.group, int(np.median(epochs)),
+                                    max(self.trainers[pf.fold.name].epoch for pf in group),
+                                    ensembles[outer]["dev"].scores,
+                                    ensembles[outer]["test"].scores))
         return ExperimentResult(self.classes, tuple(folds), aggregate([f.dev for f in folds]),
-                                aggregate([f.test for f in folds]), seconds)
+                                aggregate([f.test for f in folds]), seconds, tuple(models),
+                                ensembles)
+
+    def outer_folds(self) -> dict[str, list[PreparedFold]]:
+        """Outer fold name -> the prepared folds of its models, in training order."""
+        out: dict[str, list[PreparedFold]] = {}
+        for pf in self.prepared:
+            out.setdefault(pf.fold.scored_as, []).append(pf)
+        return out
 
     def state(self) -> dict[str, dict]:
         """Every fold trainer's state, by fold name (see ``FoldTrainer.state``)."""

@@ -159,11 +159,16 @@ class MlflowObserver:
             path = Path(tmp) / "config.yaml"
             path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             self.client.log_artifact(self.parent_id, str(path))
+        ensembles = cfg.selection.ensembles
         for pf in experiment.prepared:
             name = pf.fold.name
+            # with an ensemble per outer fold, the fold runs are the ensembles' (logged at
+            # the end), and each model's run is a member of one
+            level = ({"satn.level": "member", "satn.outer": pf.fold.scored_as} if ensembles
+                     else {"satn.level": "fold"})
             child = self.client.create_run(
                 self.experiment_id, run_name=f"{self.run_name}/{name}",
-                tags={**tags, "mlflow.parentRunId": self.parent_id, "satn.level": "fold",
+                tags={**tags, "mlflow.parentRunId": self.parent_id, **level,
                       "satn.fold": name, "satn.held_out": pf.fold.group})
             run_id = child.info.run_id
             self.fold_runs[name] = run_id
@@ -258,14 +263,13 @@ class MlflowObserver:
         from mlflow.entities import Metric
 
         now = _now_ms()
-        for fr in result.folds:
-            metrics = {**{f"dev_{k}_final": v for k, v in _scalars(fr.dev).items()},
-                       **{f"test_{k}_final": v for k, v in _scalars(fr.test).items()},
-                       "epochs_run": fr.epochs_run}
+        for fr in result.members or result.folds:
             run_id = self.fold_runs[fr.name]
             self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
-                                                   for k, v in metrics.items()])
+                                                   for k, v in _final_metrics(fr).items()])
             self.client.set_terminated(run_id, "FINISHED")
+        for fr in result.folds if result.ensembles else ():
+            self._log_ensemble(experiment, fr, result.ensembles[fr.name])
         summary = result.summary()
         self.client.log_batch(self.parent_id, metrics=[
             Metric(k, float(v), now, 0) for k, v in summary.items() if np.isscalar(v)])
@@ -281,6 +285,43 @@ class MlflowObserver:
                  "summary": summary, "seconds": result.seconds}, indent=2, default=float))
             self.client.log_artifacts(self.parent_id, str(tmp), "results")
         self.client.set_terminated(self.parent_id, "FINISHED")
+
+    def _log_ensemble(self, experiment: Experiment, fr, evaluations) -> None:
+        """An outer fold scored by several models: a fold run of its own with the combined
+        figures, confusion matrices and per-utterance predictions (``satn compare``)."""
+        from mlflow.entities import Metric
+
+        cfg = experiment.cfg
+        group = experiment.outer_folds()[fr.name]
+        parent = self.client.get_run(self.parent_id).data.tags
+        tags = {k: v for k, v in parent.items() if k.startswith("satn.") and k != "satn.level"}
+        run_id = self.client.create_run(
+            self.experiment_id, run_name=f"{self.run_name}/{fr.name}",
+            tags={**tags, "mlflow.parentRunId": self.parent_id, "satn.level": "fold",
+                  "satn.fold": fr.name, "satn.held_out": fr.group,
+                  "satn.members": ",".join(pf.fold.name for pf in group)}).info.run_id
+        self.fold_runs[fr.name] = run_id
+        self._log_params(run_id, {
+            **cfg.flat(), "fold.name": fr.name, "fold.group": fr.group,
+            "fold.members": len(group), "fold.n_test": len(group[0].fold.test),
+            "fold.n_dev": len(evaluations["dev"].ids)})
+        metrics = {**_final_metrics(fr), "best_epoch_median": fr.best_epoch}
+        self.client.log_batch(run_id, metrics=[Metric(k, float(v), _now_ms(), 0)
+                                               for k, v in metrics.items()])
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            conf = tmp / "confusion"
+            conf.mkdir()
+            for side, scores in (("dev", fr.dev), ("test", fr.test)):
+                _write_confusion_csv(scores.confusion, experiment.classes, conf / f"{side}.csv")
+                confusion_png(scores.confusion, experiment.classes, conf / f"{side}.png",
+                              title=f"{fr.name} {side} (ensemble of {len(group)})")
+            self.client.log_artifacts(run_id, str(conf), "confusion")
+            labels = {u: y for pf in group for d in (pf.data.dev, pf.data.test)
+                      for u, y in zip(d.ids, d.labels, strict=True)}
+            _write_predictions_of(experiment, evaluations, labels, tmp / "predictions")
+            self.client.log_artifacts(run_id, str(tmp / "predictions"), "predictions")
+        self.client.set_terminated(run_id, "FINISHED")
 
     def fail(self, status: str = "FAILED") -> None:
         """Mark the runs of an experiment that did not finish (error or early stop)."""
@@ -452,31 +493,42 @@ def find_checkpoint(tracking_uri: str, run_id: str, dest: str | Path) -> Path:
     client = _client(tracking_uri)
     run = client.get_run(run_id)
     if run.data.tags.get("satn.level") == "config":
-        children = client.search_runs(
-            [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'",
-            order_by=["metrics.best_dev_ua DESC"], max_results=1)
+        # the models' runs (an ensemble's fold run holds no single model)
+        children = [c for c in client.search_runs(
+            [run.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{run_id}'")
+            if "best_dev_ua" in c.data.metrics]
         if not children:
             raise FileNotFoundError(f"MLflow run {run_id} has no fold runs")
-        run = children[0]
+        run = max(children, key=lambda c: c.data.metrics["best_dev_ua"])
     path = client.download_artifacts(run.info.run_id, "checkpoint/best.pt", str(dest))
     return Path(path)
 
 
 def _write_neural_predictions(experiment: Experiment, pf, evaluations, folder: Path) -> None:
     """The best epoch's dev and test probabilities of one fold as ``folder/predictions.parquet``."""
+    labels = {u: y for side in evaluations for u, y in
+              zip(getattr(pf.data, side).ids, getattr(pf.data, side).labels, strict=True)}
+    _write_predictions_of(experiment, evaluations, labels, folder)
+
+
+def _write_predictions_of(experiment: Experiment, evaluations, labels: dict[str, int],
+                          folder: Path) -> None:
+    """``evaluations`` (side -> Evaluation) as ``folder/predictions.parquet``."""
     import pandas as pd
 
     from satn.predictions import FILE, predictions_frame, write_predictions
 
     folder.mkdir()
-    frames = []
-    for side, ev in evaluations.items():
-        data = getattr(pf.data, side)
-        label_of = dict(zip(data.ids, data.labels, strict=True))
-        frames.append(predictions_frame(ev.ids, [experiment.speakers[u] for u in ev.ids],
-                                        [label_of[u] for u in ev.ids], ev.probs,
-                                        experiment.classes, side))
+    frames = [predictions_frame(ev.ids, [experiment.speakers[u] for u in ev.ids],
+                                [labels[u] for u in ev.ids], ev.probs, experiment.classes, side)
+              for side, ev in evaluations.items()]
     write_predictions(pd.concat(frames, ignore_index=True), folder / FILE, "probability")
+
+
+def _final_metrics(fr) -> dict[str, float]:
+    return {**{f"dev_{k}_final": v for k, v in _scalars(fr.dev).items()},
+            **{f"test_{k}_final": v for k, v in _scalars(fr.test).items()},
+            "epochs_run": fr.epochs_run}
 
 
 def _log_params_with(client, run_id: str, params: dict[str, Any]) -> None:
@@ -681,11 +733,16 @@ def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
         folds = []
         for child in sorted(children, key=lambda c: c.data.tags.get("satn.fold", "")):
             m = child.data.metrics
-            if "best_dev_ua" not in m:  # a fold that never finished an epoch
+            if child.data.tags.get("satn.level") == "member":  # its ensemble's run counts
+                continue
+            # a model's fold run: its best epoch; an ensemble's: its combined figures
+            kind = "best_{side}_{k}" if "best_dev_ua" in m else "{side}_{k}_final"
+            if kind.format(side="dev", k="ua") not in m:  # never finished an epoch
                 continue
             folds.append({"fold": child.data.tags.get("satn.fold", child.info.run_name),
-                          **{f"{side}_{k}": m[f"best_{side}_{k}"] for side in ("dev", "test")
-                             for k in ("wa", "ua", "f1") if f"best_{side}_{k}" in m}})
+                          **{f"{side}_{k}": m[kind.format(side=side, k=k)]
+                             for side in ("dev", "test") for k in ("wa", "ua", "f1")
+                             if kind.format(side=side, k=k) in m}})
         records.append({
             "run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
             "variant": run.data.tags.get("satn.variant", run.data.params.get("model.variant")),
