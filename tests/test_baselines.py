@@ -210,3 +210,39 @@ def test_logged_baseline_reads_back_for_comparison(tmp_path):
     assert fold_scores(frame, "ua") == pytest.approx({f.name: f.test.ua for f in res.folds})
     c = compare(frame, load_predictions(uri, runs["logreg"][1]), "ua", n_resamples=200)
     assert c.diff.estimate == pytest.approx(res.test.ua_mean - runs["logreg"][0].test.ua_mean)
+
+
+@pytest.mark.parametrize("classifier", ["svm", "logreg"])
+def test_inner_cv_choice_predicts_every_training_speaker_once_and_refits_on_them(classifier):
+    x, meta = blobs()
+    cfg = kfold_cfg(**{"selection.inner_k": 3})
+    res = run_baseline(x, meta, cfg, BaselineConfig(classifier=classifier, c_grid=(0.01, 1.0)))
+    plain = run_baseline(x, meta, kfold_cfg(), BaselineConfig(classifier=classifier,
+                                                              c_grid=(0.01, 1.0)))
+    for f, p in zip(res.folds, plain.folds, strict=True):
+        assert f.test.ua == 1.0 and f.dev.ua == 1.0
+        dev = f.predictions[f.predictions["side"] == "dev"]
+        test = set(p.predictions.loc[p.predictions["side"] == "test", "id"])
+        pool = [u for u in meta["id"] if u not in test]
+        # dev: the outer train and dev speakers, each utterance once (cross-validated)
+        assert sorted(dev["id"]) == sorted(pool)
+        assert f.sizes["train"] == f.sizes["dev"] == len(pool)
+
+
+def test_inner_cv_choice_never_sees_the_test_side():
+    x, meta = blobs(gap=1.0, seed=3)
+    bcfg = BaselineConfig(classifier="svm", c_grid=(1e-4, 1e-3, 1e-2, 0.1, 1.0))
+    cfg = heldout_cfg().override({"selection.inner_k": 3})
+    base = run_baseline(x, meta, cfg, bcfg).folds[0]
+    rng = np.random.default_rng(7)
+    test = meta["speaker"].isin(["spk0", "spk1"]).to_numpy()
+    x2 = x.copy()
+    x2[test] = rng.normal(0, 5, x2[test].shape)
+    other = run_baseline(x2, meta, cfg, bcfg).folds[0]
+    assert other.c == base.c and other.dev_ua_by_c == base.dev_ua_by_c
+    assert other.test.ua != base.test.ua
+    # the outer dev speakers are now training speakers: moving them moves the CV curve
+    x3 = x.copy()
+    devs = meta["speaker"].isin(["spk2", "spk3"]).to_numpy()
+    x3[devs] = rng.normal(0, 5, x3[devs].shape)
+    assert run_baseline(x3, meta, cfg, bcfg).folds[0].dev_ua_by_c != base.dev_ua_by_c

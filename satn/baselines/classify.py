@@ -6,6 +6,11 @@ the best dev UA is kept (ties: the smaller C, i.e. the stronger regularisation)
 and that fit scores test. The test side takes no part in the choice:
 :func:`select_c` never receives it. Same folds, metrics and class order as the
 neural runs, so their rows sit side by side.
+
+With ``selection.inner_k`` (as the neural runs choose their epochs), C is chosen
+by cross-validation over the training speakers instead (:func:`select_c_cv`):
+the C of the best UA of the pooled inner-fold predictions, refitted on every
+training speaker (train and dev) to score test.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from satn.config import ConfigError, ExperimentConfig, _check, _one_of
-from satn.folds import fold_by_name, make_folds
+from satn.folds import fold_by_name, make_folds, member_folds
 from satn.metrics import Aggregate, Scores, aggregate, score
 from satn.predictions import predictions_frame
 
@@ -113,23 +118,52 @@ class Selection:
 def select_c(x_train: np.ndarray, y_train: np.ndarray, x_dev: np.ndarray, y_dev: np.ndarray,
              cfg: BaselineConfig, n_classes: int) -> Selection:
     """Fit one model per C on the training side; keep the best dev UA (ties: smaller C)."""
-    from sklearn.exceptions import ConvergenceWarning
 
     if len(y_dev) == 0:
         raise ConfigError("baselines choose C on the dev side: the folds give it no utterance "
                           "(folds.dev_groups / dev_speakers)")
     fits, uas = {}, {}
     for c in sorted(set(cfg.c_grid)):
-        model = make_classifier(cfg, c)
-        with warnings.catch_warnings():
-            # a fit stopped at max_iter still gives a usable model; dev UA judges it
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(x_train, y_train)
-        fits[c] = model
+        model = fits[c] = _fit(cfg, c, x_train, y_train)
         uas[c] = score(y_dev, model.predict(x_dev).astype(np.int64), n_classes).ua
     best = max(uas.values())
     chosen = min(c for c, ua in uas.items() if ua == best)
     return Selection(chosen, uas, fits[chosen])
+
+
+def _fit(cfg: BaselineConfig, c: float, x: np.ndarray, y: np.ndarray):
+    from sklearn.exceptions import ConvergenceWarning
+
+    model = make_classifier(cfg, c)
+    with warnings.catch_warnings():
+        # a fit stopped at max_iter still gives a usable model; dev UA judges it
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model.fit(x, y)
+    return model
+
+
+def select_c_cv(x: np.ndarray, y: np.ndarray, inner: Sequence[tuple[np.ndarray, np.ndarray]],
+                cfg: BaselineConfig, n_classes: int) -> tuple[Selection, np.ndarray, np.ndarray]:
+    """C by cross-validation: ``inner`` = (train rows, dev rows) whose dev rows partition
+    the training speakers' rows. Per C, every dev row is predicted by the fit that did
+    not see it; the C of the best UA of those pooled predictions is kept (ties: smaller
+    C) and refitted on all of them. Returns the selection, the dev rows and their
+    cross-validated (scores, predictions) under the kept C.
+    """
+    dev_rows = np.concatenate([d for _, d in inner])
+    if len(np.unique(dev_rows)) != len(dev_rows):
+        raise ValueError("inner dev sides overlap: not a cross-validation")
+    uas, cv = {}, {}
+    for c in sorted(set(cfg.c_grid)):
+        parts = [class_scores(_fit(cfg, c, x[t], y[t]), x[d], n_classes) for t, d in inner]
+        s = np.concatenate([p[0] for p in parts])
+        pred = np.concatenate([p[1] for p in parts])
+        uas[c] = score(y[dev_rows], pred, n_classes).ua
+        cv[c] = (s, pred)
+    best = max(uas.values())
+    chosen = min(c for c, ua in uas.items() if ua == best)
+    model = _fit(cfg, chosen, x[dev_rows], y[dev_rows])
+    return Selection(chosen, uas, model), dev_rows, cv[chosen]
 
 
 @dataclass(frozen=True)
@@ -182,17 +216,31 @@ def run_baseline(x: np.ndarray, meta: pd.DataFrame, cfg: ExperimentConfig,
     y = np.array([classes.index(lab) for lab in meta["label"]], dtype=np.int64)
     speakers = meta["speaker"].astype(str).to_numpy()
     out = []
+    inner_k = cfg.selection.inner_k
+
+    def rows(ids) -> np.ndarray:
+        return np.array([row[u] for u in ids], dtype=np.int64)
+
     for fold in all_folds:
-        idx = {side: np.array([row[u] for u in getattr(fold, side)], dtype=np.int64)
-               for side in ("train", "dev", "test")}
-        sel = select_c(x[idx["train"]], y[idx["train"]], x[idx["dev"]], y[idx["dev"]], bcfg,
-                       len(classes))
+        idx = {side: rows(getattr(fold, side)) for side in ("train", "dev", "test")}
+        cv = None
+        if inner_k:
+            inner = [(rows(f.train), rows(f.dev))
+                     for f in member_folds(meta, [fold], inner_k, 1, cfg.folds.seed)]
+            sel, dev_rows, cv = select_c_cv(x, y, inner, bcfg, len(classes))
+            # dev: every training speaker, each predicted by a fit that never saw it
+            idx = {"dev": dev_rows, "test": idx["test"],
+                   "train": np.concatenate([idx["train"], idx["dev"]])}
+        else:
+            sel = select_c(x[idx["train"]], y[idx["train"]], x[idx["dev"]], y[idx["dev"]],
+                           bcfg, len(classes))
         scores, frames = {}, []
         for side in ("dev", "test"):
             i = idx[side]
             if not len(i):
                 continue
-            s, pred = class_scores(sel.model, x[i], len(classes))
+            s, pred = (cv if side == "dev" and cv is not None
+                       else class_scores(sel.model, x[i], len(classes)))
             scores[side] = score(y[i], pred, len(classes))
             frames.append(predictions_frame(meta["id"].to_numpy()[i].tolist(),
                                             speakers[i].tolist(), y[i], s, classes, side, pred))
