@@ -744,9 +744,11 @@ def variants() -> None:
 @click.option("--layout", type=click.Choice(["satn", "tacn"]), default="satn", show_default=True,
               help="satn: SATN Table 2 (dev / test WA, UA); tacn: TACN Tables 1-2 (test F1, WA, "
                    "UA; Deep_* then Fusion_*).")
+@click.option("--ci/--no-ci", default=True, show_default=True,
+              help="95% bootstrap CIs of test WA / UA from the runs' per-utterance predictions.")
 @click.option("--ray-config", "runtime_path", type=click.Path(dir_okay=False), default=None)
 @friendly_errors
-def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, layout,
+def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, layout, ci,
            runtime_path) -> None:
     """A table in a paper's layout from MLflow runs: rows = variants, scores as mean ± std
     over folds (SATN Table 2: dev / test WA and UA; TACN: test F1, WA and UA)."""
@@ -760,6 +762,15 @@ def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, layout,
                             run_ids=tuple(run_ids))
     except LookupError as e:
         raise click.ClickException(str(e)) from e
+    if ci:
+        from satn.predictions import PredictionsError
+        from satn.tracking import load_predictions
+
+        for r in records:
+            try:
+                r["predictions"] = load_predictions(uri, r["run_id"])
+            except PredictionsError:  # logged before satn kept predictions: no CI for its row
+                r["predictions"] = None
     rows = summarise(records, layout)
     if not rows:
         raise click.ClickException(f"no scored runs found in {uri}"

@@ -9,7 +9,11 @@ come from a YAML file (``experiments/paper/<name>.figures.yaml`` or a path)::
     rows:
       tcn_self_at: {dev_wa: 0.70, dev_ua: 0.66, test_wa: 0.68, test_ua: 0.63}
 
-Scores are fractions in [0, 1] throughout and printed as percentages.
+Scores are fractions in [0, 1] throughout and printed as percentages. Records
+that carry their per-utterance ``predictions`` (``satn.tracking.load_predictions``)
+get a bootstrap confidence interval of test WA and UA beside the fold means
+(``satn.significance.bootstrap_ci``; the runs of a row pooled, each run's folds
+its own strata).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,8 @@ class Row:
     folds: int
     mean: dict[str, float]
     std: dict[str, float]  # sample std (ddof=1) as papers report; 0 for one fold
+    # test WA / UA -> (low, high) of a 95% bootstrap CI; empty when a run has no predictions
+    ci: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -84,8 +90,29 @@ def summarise(records: Sequence[Mapping[str, Any]], layout: str = "satn") -> lis
         stats = {c: _mean_std([f[c] for f in folds]) for c in columns}
         rows.append(Row(f"{variant} ({extra})" if extra else variant, variant, len(runs),
                         len(folds), {c: s[0] for c, s in stats.items()},
-                        {c: s[1] for c, s in stats.items()}))
+                        {c: s[1] for c, s in stats.items()}, _cis(runs, columns)))
     return rows
+
+
+def _cis(runs: Sequence[Mapping[str, Any]], columns: Sequence[str],
+         n_resamples: int = 2000) -> dict[str, tuple[float, float]]:
+    """95% bootstrap CIs of the row's test metrics from its runs' predictions, if all have them."""
+    import pandas as pd
+
+    from satn.significance import bootstrap_ci
+
+    frames = [r.get("predictions") for r in runs]
+    if any(f is None for f in frames):
+        return {}
+    pooled = pd.concat([f.assign(fold=f"{r['run_id']}/" + f["fold"].astype(str))
+                        for r, f in zip(runs, frames, strict=True)], ignore_index=True)
+    out = {}
+    for c in columns:
+        side, _, metric = c.partition("_")
+        if side == "test" and metric in ("wa", "ua"):
+            ci = bootstrap_ci(pooled, metric, side="test", n_resamples=n_resamples)
+            out[c] = (ci.low, ci.high)
+    return out
 
 
 def load_paper(ref: str) -> dict[str, Any]:
@@ -131,13 +158,18 @@ def table(rows: Sequence[Row], paper: Mapping[str, Any] | None = None,
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
+        with_ci = [c for c in columns if any(c in r.ci for r in rows)]
         w.writerow(["model", "variant", "runs", "folds"] + [
             x for c in columns
-            for x in [f"{c}_mean", f"{c}_std"] + ([f"{c}_paper"] if paper else [])])
+            for x in [f"{c}_mean", f"{c}_std"]
+            + ([f"{c}_ci_low", f"{c}_ci_high"] if c in with_ci else [])
+            + ([f"{c}_paper"] if paper else [])])
         for r in rows:
             cells: list[Any] = [r.label, r.variant, r.runs, r.folds]
             for c in columns:
                 cells += [f"{r.mean[c]:.4f}", f"{r.std[c]:.4f}"]
+                if c in with_ci:
+                    cells += [f"{r.ci[c][0]:.4f}", f"{r.ci[c][1]:.4f}"] if c in r.ci else ["", ""]
                 if paper:
                     v = paper_value(r, c)
                     cells.append("" if v is None else f"{v:.4f}")
@@ -152,13 +184,19 @@ def table(rows: Sequence[Row], paper: Mapping[str, Any] | None = None,
     for r in rows:
         line = [r.label, str(r.folds)]
         for c in columns:
-            line.append(f"{_pct(r.mean[c])} ± {_pct(r.std[c])}")
+            cell = f"{_pct(r.mean[c])} ± {_pct(r.std[c])}"
+            if c in r.ci:
+                cell += f" [{_pct(r.ci[c][0])}, {_pct(r.ci[c][1])}]"
+            line.append(cell)
             if paper:
                 v = paper_value(r, c)
                 line.append("–" if v is None else _pct(v))
         lines.append("| " + " | ".join(line) + " |")
     names = " / ".join(dict.fromkeys(HEADERS[c].split()[-1] for c in columns))
     note = f"{names} in %, mean ± std over folds (each fold scored at its best dev UA epoch)"
+    if any(r.ci for r in rows):
+        note += ("; [low, high]: 95% bootstrap CI of the fold mean over test utterances "
+                 "(resampled within fold and class; the model's training noise is not in it)")
     if paper:
         note += f"; paper: {paper['source']}"
     return "\n".join(lines) + f"\n\n{note}\n"

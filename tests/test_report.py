@@ -1,5 +1,6 @@
 """Table 2 layout from run records: grouping, fold statistics, the paper's figures."""
 
+import numpy as np
 import pytest
 import yaml
 
@@ -54,3 +55,38 @@ def test_paper_figures_are_checked(tmp_path):
     path.write_text(yaml.safe_dump({"rows": {"tcn_self": {"f1": 0.5}}}))
     with pytest.raises(ConfigError, match=r"unknown \['f1'\]"):
         load_paper(str(path))
+
+
+def _predictions(correct_by_fold):
+    """A predictions table: per fold, utterances of two classes, correct where 1."""
+    import pandas as pd
+
+    rows = []
+    for fold, correct in correct_by_fold.items():
+        for i, ok in enumerate(correct):
+            true = "neu" if i % 2 else "ang"
+            rows.append({"fold": fold, "id": f"{fold}-{i}", "side": "test", "true": true,
+                         "pred": true if ok else ("ang" if true == "neu" else "neu")})
+    return pd.DataFrame(rows)
+
+
+def test_rows_with_predictions_get_a_bootstrap_ci_around_their_fold_mean():
+    rng = np.random.default_rng(0)
+    preds = _predictions({f"fold{i}": (rng.random(200) < 0.7).astype(int) for i in (1, 2)})
+    run = _run("tcn_self", [0.7, 0.7])
+    run["predictions"] = preds
+    perfect = _run("tcn_soft", [1.0])
+    perfect["predictions"] = _predictions({"fold1": [1] * 50})
+    rows = summarise([run, perfect, _run("blstm_soft", [0.5])])
+    by = {r.variant: r for r in rows}
+    from satn.significance import fold_scores
+
+    low, high = by["tcn_self"].ci["test_ua"]
+    mean = sum(fold_scores(preds, "ua").values()) / 2
+    assert low < mean < high and 0.04 < high - low < 0.15  # 400 utterances: a few points
+    assert by["tcn_soft"].ci["test_wa"] == (1.0, 1.0)  # no spread to resample
+    assert by["blstm_soft"].ci == {}  # no predictions: no interval, rather than a made-up one
+    md = table(rows)
+    assert f"[{100 * low:.1f}, {100 * high:.1f}]" in md and "bootstrap CI" in md
+    csv_text = table(rows, fmt="csv")
+    assert "test_ua_ci_low" in csv_text.splitlines()[0]
