@@ -286,6 +286,36 @@ def test_a_sweep_with_failed_trials_names_them_and_exits_3(workspace):
     assert runs and "RUNNING" not in {r.info.status for r in runs}
 
 
+@pytest.mark.slow
+def test_a_sweep_selecting_by_inner_folds_scores_each_fold_by_its_ensemble(workspace):
+    space = workspace / "inner.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "inner", "metric": "dev_ua_best", "mode": "max", "num_samples": 1,
+        "algorithm": "random", "scheduler": {"kind": "fifo"},
+        "params": {"train.lr": {"choice": [3e-3]}}}))
+    out = _run(sweep_main, ["--space", space, *_common(workspace), "--epochs", 1,
+                            "--set", "selection.inner_k=2", "--name", "inner-sweep"]).output
+    assert "best configuration" in out
+    client = _client(f"sqlite:///{workspace / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("e2e")
+    runs = client.search_runs([exp.experiment_id], "tags.`satn.sweep` = 'inner-sweep'")
+    by_level: dict[str, list] = {}
+    for r in runs:
+        by_level.setdefault(r.data.tags["satn.level"], []).append(r)
+    assert {k: len(v) for k, v in by_level.items()} == {"config": 1, "member": 10, "fold": 5}
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    folds = sorted(by_level["fold"], key=lambda r: r.data.tags["satn.fold"])
+    assert [r.data.tags["satn.fold"] for r in folds] == [f"fold{i}" for i in range(1, 6)]
+    for f in folds:  # each outer fold: its two members' ensemble, with its predictions
+        assert sorted(f.data.tags["satn.members"].split(",")) == [
+            f"{f.data.tags['satn.fold']}-in{j}" for j in (1, 2)]
+        assert {a.path for a in client.list_artifacts(f.info.run_id)} >= {"confusion",
+                                                                          "predictions"}
+    parent = by_level["config"][0]
+    ua = [f.data.metrics["test_ua_final"] for f in folds]
+    assert parent.data.metrics["test_ua_mean"] == pytest.approx(np.mean(ua))
+
+
 def _hostname() -> str:
     import socket
 
