@@ -177,18 +177,25 @@ def speaker_normalised(arrays: Sequence[np.ndarray], speakers: Sequence[str]) ->
 
 
 def levels_for(pf: PreparedFold, cfg: ExperimentConfig, speakers: dict[str, str],
-               frame_shape: tuple[int, ...]) -> Levels | None:
+               frame_shape: tuple[int, ...], features: FeatureConfig | None = None
+               ) -> Levels | None:
     """The fold's gain and noise augmentation (None when both are off).
 
     Every training utterance's map back to log power: the fold's statistics, composed
     with its speaker's under per-speaker normalisation (``raw = y * scale + shift``).
+    ``features``: the config the dataset was made with (default: ``cfg.features``).
     """
+    from satn.features import frame_shape as shape_of
     from satn.features import slaney_mel_fbanks
     from satn.speed import original_id
 
-    r, f = cfg.recipe, cfg.features
+    r, f = cfg.recipe, features or cfg.features
     if not (r.gain_db > 0 or r.noise_snr_db is not None):
         return None
+    if tuple(frame_shape) != shape_of(f):
+        raise ConfigError(f"recipe.gain_db / recipe.noise_snr_db need the features' layout: "
+                          f"frames of {list(frame_shape)} are not what the feature config "
+                          f"gives ({list(shape_of(f))})")
     norm = pf.normalizer
     affine = {}
     for uid in pf.data.train.ids:
@@ -256,7 +263,9 @@ class Experiment:
         n_mels = cfg.features.n_mels
         n_bands = (n_mels if len(self.frame_shape) == 1 and self.frame_shape[0] % n_mels == 0
                    else None)
-        levels = levels_for(pf, cfg, self.speakers, self.frame_shape)
+        stored = self.dataset_manifest.get("feature_config")
+        levels = levels_for(pf, cfg, self.speakers, self.frame_shape,
+                            from_dict(FeatureConfig, stored) if stored else None)
         return FoldTrainer(model, pf.data, cfg.train, device, aux, recipe=cfg.recipe,
                            n_bands=n_bands, levels=levels)
 
