@@ -29,9 +29,10 @@ import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from satn.config import FeatureConfig, from_dict
+from satn.config import ExperimentConfig, FeatureConfig, from_dict
 from satn.corpora.base import CorpusLoad, Utterance
 from satn.features import FeatureExtractor
+from satn.space import SearchSpace
 from satn.store import META_COLUMNS, FeatureDataset, build_dataset, open_dataset
 
 MARK = "@sp"  # <id>@sp0.9: a perturbed copy of utterance <id>
@@ -102,6 +103,17 @@ def speed_variants(dataset: FeatureDataset, speeds: Sequence[float], *, device: 
              f"{info.n_problems} input problem(s) listed in {info.report_uri}")
         variants.append(open_dataset(info.uri))
     return variants
+
+
+def sweep_factors(cfg: ExperimentConfig, space: SearchSpace) -> list[float]:
+    """Every speed factor a trial of ``space`` around ``cfg`` can ask for (choices and grids of
+    ``recipe.speeds``, and the fixed value), so that a sweep builds them all before its trials
+    start: trials then find them cached, and no two processes build one dataset at once."""
+    base = cfg.override(space.fixed)
+    spec = space.params.get("recipe.speeds")
+    values = spec.examples() if spec is not None else []
+    configs = [base, *(base.override({"recipe.speeds": v}) for v in values)]
+    return sorted({f for c in configs for f in c.recipe.speeds if round(f, 6) != 1.0})
 
 
 def _marked(u: Utterance, factor: float) -> Utterance:

@@ -15,7 +15,13 @@ from satn.cli import main
 from satn.config import ExperimentConfig, FeatureConfig
 from satn.corpora.base import CorpusLoad, Utterance
 from satn.runner import prepare_folds
-from satn.speed import original_id, perturbed_id, speed_change, speed_variants
+from satn.speed import (
+    original_id,
+    perturbed_id,
+    speed_change,
+    speed_variants,
+    sweep_factors,
+)
 from satn.store import build_dataset, open_dataset
 
 SR = 16000
@@ -170,3 +176,14 @@ def test_satn_train_with_speeds_on_the_demo_corpus(tmp_path, monkeypatch):
     folders = sorted(p.name for p in (tmp_path / "satn-data" / "features").iterdir())
     assert [f.split("-")[2] for f in folders] == ["logmel", "logmel", "logmel"]
     assert {f.split("-")[3] for f in folders} >= {"sp0.9", "sp1.1"}
+
+
+def test_a_sweep_builds_every_factor_its_trials_can_ask_for():
+    from satn.space import ParamSpec, SearchSpace
+
+    space = SearchSpace(name="s", fixed={"recipe.gain_db": 3},
+                        params={"recipe.speeds": ParamSpec("choice", values=(
+                            "", "0.9,1.1", "[0.9, 1.0, 1.2]"))})
+    cfg = ExperimentConfig().override({"recipe.speeds": "1.05"})
+    assert sweep_factors(cfg, space) == [0.9, 1.05, 1.1, 1.2]
+    assert sweep_factors(ExperimentConfig(), SearchSpace(name="none")) == []
