@@ -239,6 +239,9 @@ class Experiment:
             if cfg.recipe.speeds:
                 from satn.speed import speed_variants
 
+                if not hasattr(dataset, "uri"):
+                    raise ConfigError("recipe.speeds needs a feature dataset made from audio "
+                                      "files (satn.store), whose files can be read again")
                 perturbed = speed_variants(dataset, cfg.recipe.speeds)
         self.prepared = prepare_folds(dataset, cfg, folds, n_probes, perturbed)
         self.teacher = None
