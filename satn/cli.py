@@ -843,6 +843,8 @@ def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, t
 
     from satn.prepare import prepare_dataset
     from satn.space import load_space
+    from satn.speed import speed_variants, sweep_factors
+    from satn.store import open_dataset
     from satn.sweep import run_sweep
     from satn.tracking import ui_hint
 
@@ -860,6 +862,9 @@ def sweep_main(space, config_path, corpus, root, protocol, sets, runtime_path, t
         runtime = replace(runtime, mlflow=replace(runtime.mlflow, tracking_uri=tracking_uri))
     cfg = resolve_teacher(cfg, runtime, tracking_uri)
     cfg, info = prepare_dataset(cfg, runtime, device=device, echo=click.echo)
+    factors = sweep_factors(cfg, search)
+    if factors:  # built here, once: trials only open them
+        speed_variants(open_dataset(info.uri), factors, device=device, echo=click.echo)
     grid = math.prod(len(p.values) for p in search.grid.values())  # 1 without grid params
     click.echo(f"sweep {search.name}: {(trials or search.num_samples) * grid} trial(s), "
                f"{search.algorithm} search, {search.scheduler.kind} scheduler, "

@@ -487,6 +487,19 @@ class RecipeConfig:
     ``chunk_frames``: train on random chunks of that many frames and score an
     utterance by the mean logits of its chunks (starts every ``chunk_hop`` frames,
     default half a chunk, the last chunk ending at the last frame).
+
+    Speed, gain and noise (training side only; dev and test are never altered):
+    ``speeds``: speed-perturbation factors (e.g. ``[0.9, 1.1]``; 1.0 is the original and
+    adds nothing; empty: off). Each training utterance enters once more per factor, its
+    waveform resampled to play f times as fast (tempo and pitch, as Kaldi's speed
+    perturbation), with the same label and speaker and the id ``<id>@sp<f>``; the
+    features of each factor are a cached dataset of their own (``satn.speed``).
+    Normalisation statistics stay those of the original training utterances.
+    ``gain_db`` > 0: a gain ~ U(-gain_db, +gain_db) dB per training utterance and epoch
+    (a constant on the static log bands; deltas unchanged). ``noise_snr_db``: white
+    noise at an SNR ~ U(noise_snr_db, noise_snr_db + 10) dB per training utterance and
+    epoch, added to the band powers in the feature domain (``satn.augment.Levels`` says
+    what that approximates); none: off. Both draw from the run's seed and the epoch.
     """
 
     time_masks: int = 0
@@ -498,9 +511,20 @@ class RecipeConfig:
     normalisation: str = "global"
     chunk_frames: int | None = None
     chunk_hop: int | None = None
+    speeds: tuple[float, ...] = ()
+    gain_db: float = 0.0
+    noise_snr_db: float | None = None
 
     def __post_init__(self) -> None:
         _check("recipe", {
+            "speeds": (all(0.5 <= f <= 2.0 for f in self.speeds)
+                       and len(set(self.speeds)) == len(self.speeds),
+                       f"must be distinct factors in [0.5, 2] (e.g. [0.9, 1.1]), not "
+                       f"{list(self.speeds)}"),
+            "gain_db": (0 <= self.gain_db <= 40, f"must be in [0, 40] dB (0: off), not "
+                                                 f"{self.gain_db}"),
+            "noise_snr_db": (self.noise_snr_db is None or -20 <= self.noise_snr_db <= 80,
+                             f"must be in [-20, 80] dB or none (off), not {self.noise_snr_db}"),
             "time_masks": (self.time_masks >= 0, f"must be >= 0, not {self.time_masks}"),
             "time_mask_frames": (self.time_mask_frames >= 1,
                                  f"must be at least 1, not {self.time_mask_frames}"),

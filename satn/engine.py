@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from satn.augment import chunk_starts, mixup, spec_augment
+from satn.augment import Levels, chunk_starts, mixup, spec_augment
 from satn.batching import Batch, SequenceDataset, make_loader, set_epoch
 from satn.config import RecipeConfig, TrainConfig
 from satn.devices import resolve_device
@@ -292,15 +292,18 @@ class FoldTrainer:
 
     def __init__(self, model: nn.Module, data: FoldData, cfg: TrainConfig,
                  device: torch.device | None = None, aux: Sequence[AuxLoss] = (),
-                 recipe: RecipeConfig | None = None, n_bands: int | None = None):
+                 recipe: RecipeConfig | None = None, n_bands: int | None = None,
+                 levels: Levels | None = None):
         """``aux``: extra loss terms (attention transfer); ``recipe``: augmentation, label
         smoothing and chunked evaluation (default: none); ``n_bands``: mel bands per
-        channel of log-mel frames, for frequency masks."""
+        channel of log-mel frames, for frequency masks; ``levels``: gain and noise of
+        training batches (``satn.runner.levels_for``)."""
         self.data, self.cfg = data, cfg
         use_deterministic(cfg.deterministic)
         self.aux = tuple(aux)
         self.recipe = recipe or RecipeConfig()
         self.n_bands = n_bands
+        self.levels = levels
         self.chunk = ((self.recipe.chunk_frames, self.recipe.hop)
                       if self.recipe.chunk_frames is not None else None)
         self.device = device or resolve_device(cfg.device)
@@ -343,7 +346,7 @@ class FoldTrainer:
         mix_rng = np.random.default_rng([self.cfg.seed, self.epoch, 1])
         for batch in self.loader:
             batch = batch.to(self.device)
-            x, lengths = self._augment(batch.x, batch.lengths)
+            x, lengths = self._augment(batch.x, batch.lengths, batch.ids)
             mix = None
             if self.recipe.mixup_alpha > 0:
                 lam = float(mix_rng.beta(self.recipe.mixup_alpha, self.recipe.mixup_alpha))
@@ -399,9 +402,12 @@ class FoldTrainer:
         self.history = list(state["history"])
         self.generator.set_state(state["generator"])
 
-    def _augment(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """SpecAugment of a training batch (a no-op with the recipe's masks off)."""
+    def _augment(self, x: Tensor, lengths: Tensor,
+                 ids: Sequence[str] = ()) -> tuple[Tensor, Tensor]:
+        """Gain and noise, then SpecAugment, of a training batch (a no-op with all off)."""
         r = self.recipe
+        if self.levels is not None:  # on log power: before masks set values to the mean
+            x = self.levels(x, lengths, ids, self.epoch)
         if not (r.time_masks or r.freq_masks):
             return x, lengths
         return spec_augment(x, lengths, time_masks=r.time_masks,

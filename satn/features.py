@@ -200,7 +200,7 @@ class FeatureExtractor:
         for _ in range(self.cfg.deltas):
             # replicate each item's own last frame past its end, so deltas near the end
             # see what they would see alone (compute_deltas replicates the batch's edge)
-            x = AF.compute_deltas(_hold_last(x, frames), win_length=self.cfg.delta_width)
+            x = AF.compute_deltas(hold_last(x, frames), win_length=self.cfg.delta_width)
             parts.append(x)
         feats = torch.cat(parts, dim=1).transpose(1, 2).to("cpu", torch.float32)  # (B, T, D)
         feats = feats.contiguous()
@@ -258,7 +258,7 @@ def slaney_mel_fbanks(
     return np.ascontiguousarray(weights.T)
 
 
-def _hold_last(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+def hold_last(x: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
     """(B, C, T) with each item's frames at t >= frames[b] replaced by its frame frames[b]-1."""
     t = torch.arange(x.shape[-1], device=x.device)
     idx = torch.minimum(t.unsqueeze(0), (frames - 1).unsqueeze(1))  # (B, T)
