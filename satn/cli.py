@@ -391,6 +391,8 @@ def baseline(config_path, corpus, root, protocol, sets, runtime_path, feature_se
 @click.argument("run_a")
 @click.argument("run_b")
 @click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--tracking-uri-b", default=None,
+              help="RUN_B's store, when it is not RUN_A's (default: --tracking-uri).")
 @click.option("--side", type=click.Choice(["test", "dev"]), default="test", show_default=True)
 @click.option("--resamples", type=click.IntRange(min=100), default=10000, show_default=True,
               help="Bootstrap and permutation resamples.")
@@ -398,7 +400,7 @@ def baseline(config_path, corpus, root, protocol, sets, runtime_path, feature_se
               help="Confidence level of the intervals.")
 @click.option("--seed", default=0, show_default=True)
 @friendly_errors
-def compare(run_a, run_b, tracking_uri, side, resamples, level, seed) -> None:
+def compare(run_a, run_b, tracking_uri, tracking_uri_b, side, resamples, level, seed) -> None:
     """UA and WA of two MLflow runs (config or fold runs) on the same utterances: A - B with a
     bootstrap CI, a paired permutation test over utterances and paired tests over folds."""
     from satn.significance import bootstrap_ci
@@ -406,7 +408,7 @@ def compare(run_a, run_b, tracking_uri, side, resamples, level, seed) -> None:
     from satn.tracking import default_tracking_uri, load_predictions
 
     uri = tracking_uri or load_runtime(None).mlflow.tracking_uri or default_tracking_uri()
-    a, b = load_predictions(uri, run_a), load_predictions(uri, run_b)
+    a, b = load_predictions(uri, run_a), load_predictions(tracking_uri_b or uri, run_b)
     pct = f"{level:.0%}"
     for tag, f in (("A", a), ("B", b)):
         n_folds = f["fold"].nunique()

@@ -113,6 +113,14 @@ def test_neural_runs_keep_predictions_and_compare_reads_both(ws, baseline_runs):
         .data.metrics["best_test_ua"]
     svm_ua = client.get_run(svm_fold1).data.metrics["best_test_ua"]
     assert f"A - B = {neural_ua - svm_ua:+.3f}" in lines["UA"]
+    # B from a store of its own: the same comparison
+    import shutil
+
+    other = ws / "other.db"
+    shutil.copy(ws / "mlflow.db", other)
+    apart = _satn(ws, "compare", neural, svm_fold1, "--tracking-uri", _uri(ws),
+                  "--tracking-uri-b", f"sqlite:///{other}", "--resamples", "500")
+    assert apart == out
     # the whole baseline against one fold of the neural run: not the same utterances
     bad = subprocess.run([str(SATN), "compare", neural, svm, "--tracking-uri", _uri(ws),
                           "--resamples", "200"], cwd=ws, capture_output=True, text=True,
