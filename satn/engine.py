@@ -225,7 +225,8 @@ def attention_maps(model: nn.Module, dataset: SequenceDataset, ids: tuple[str, .
     maps = {}
     for uid in ids:
         x, _, _ = dataset[index[uid]]
-        out = model(x.unsqueeze(0).to(device), torch.tensor([x.shape[0]], device=device))
+        out = model(x.unsqueeze(0).to(device), torch.tensor([x.shape[0]], device=device),
+                    return_maps=True)  # the one place outside transfer that builds maps
         if out.attention is not None:
             att = out.attention[0].float()
             if max_frames is not None and att.shape[-1] > max_frames:
