@@ -179,6 +179,7 @@ class FoldConfig:
 
 OPTIMIZERS = ("adam", "adamw", "adadelta", "sgd")
 SCHEDULES = ("none", "cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16")
 RNN_CELLS = ("rnn", "gru", "lstm")
 ATTENTION_FORMS = ("paper", "multihead")
 POOLINGS = ("mean", "max")
@@ -414,7 +415,18 @@ class TransferConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The engine's optimisation settings."""
+    """The engine's optimisation settings.
+
+    GPU levers, all off by default (figures: benchmarks/README.md):
+    ``precision: bf16`` runs forward and loss of training and evaluation under
+    ``torch.autocast`` in bfloat16 on the trainer's device type (weights, optimiser
+    and logged attention maps stay float32; no loss scaling: bf16 has float32's
+    range). ``compile`` trains through ``torch.compile`` of the model (the first
+    batches compile for tens of seconds; checkpoints hold the plain model's keys).
+    ``resident`` puts a fold's normalised features on the device once and cuts
+    every batch there (no per-batch host copy; on CPU the same batches, the same
+    results).
+    """
 
     epochs: int = 30
     batch_size: int = 32
@@ -440,9 +452,17 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     schedule: str = "none"  # none | cosine | onecycle: learning rate over the run, per step
     warmup_epochs: float = 0.0  # linear warm-up from 0 before the schedule (onecycle: its rise)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of forward + loss)
+    compile: bool = False  # torch.compile the training forward
+    resident: bool = False  # a fold's features on the device for the whole fold
 
     def __post_init__(self) -> None:
         _check("train", {
+            "precision": _one_of(self.precision, PRECISIONS),
+            "compile": (isinstance(self.compile, bool), f"must be true or false, not "
+                                                        f"{self.compile!r}"),
+            "resident": (isinstance(self.resident, bool), f"must be true or false, not "
+                                                          f"{self.resident!r}"),
             "optimizer": _one_of(self.optimizer, OPTIMIZERS),
             "momentum": (0 <= self.momentum < 1, f"must be in [0, 1), not {self.momentum}"),
             "schedule": _one_of(self.schedule, SCHEDULES),
