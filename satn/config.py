@@ -422,7 +422,10 @@ class TrainConfig:
     ``torch.autocast`` in bfloat16 on the trainer's device type (weights, optimiser
     and logged attention maps stay float32; no loss scaling: bf16 has float32's
     range). ``compile`` trains through ``torch.compile`` of the model (the first
-    batches compile for tens of seconds; checkpoints hold the plain model's keys).
+    batches compile for tens of seconds; checkpoints hold the plain model's keys;
+    dropout then draws from torch's RNG, seeded by ``seed``, not from the fold's own
+    generator, which would break the graph at every dropout: a run still repeats
+    with its folds in turn or each in its own worker process, not as threads).
     ``resident`` puts a fold's normalised features on the device once and cuts
     every batch there (no per-batch host copy; on CPU the same batches, the same
     results).

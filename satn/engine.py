@@ -345,7 +345,9 @@ class FoldTrainer:
         self.sched = make_schedule(self.opt, cfg, len(self.loader))
         # the fold's own dropout stream: a fold trains the same alone, beside others, in a thread
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        use_generator(self.model, self.generator)
+        # compiled, dropout draws from torch's RNG (seeded by train.seed): a generator
+        # argument breaks the graph at every dropout (15 graphs for one tcn_self)
+        use_generator(self.model, None if cfg.compile else self.generator)
         self.epoch = 0
         self.best: Best | None = None
         self.history: list[EpochStats] = []

@@ -105,6 +105,20 @@ def test_a_compiled_trainer_trains_through_the_wrapper_and_saves_plain_keys(monk
     assert torch.equal(fresh.eval()(x, lengths).logits, trainer.model.eval()(x, lengths).logits)
 
 
+def test_compiled_training_traces_one_graph_with_dropout_on(monkeypatch):
+    """The fold's dropout generator would break the graph at every dropout; compiled
+    training draws from torch's RNG instead, so the training forward is one graph."""
+    _compile_with(monkeypatch, "eager")
+    exp = Experiment(_cfg(**{"train.compile": True, "model.dropout": 0.3}),
+                     MemoryDataset(per_speaker_class=1), folds=[1])
+    model = exp.trainers["fold1"].model.train()
+    x, lengths = torch.randn(2, 30, 12), torch.tensor([30, 17])
+    assert torch._dynamo.explain(model)(x, lengths).graph_break_count == 0
+    eager = Experiment(_cfg(**{"model.dropout": 0.3}), MemoryDataset(per_speaker_class=1),
+                       folds=[1]).trainers["fold1"].model.train()
+    assert torch._dynamo.explain(eager)(x, lengths).graph_break_count > 0
+
+
 @pytest.mark.slow
 def test_inductor_compiled_model_gives_eager_logits_and_gradients():
     torch.manual_seed(0)
@@ -157,3 +171,21 @@ def test_a_resident_fold_trains_exactly_as_a_host_fed_one():
     assert a.best.test.ua == b.best.test.ua
     assert np.array_equal(a.best.test.confusion, b.best.test.confusion)
     assert all(torch.equal(v, b.best.state_dict[k]) for k, v in a.best.state_dict.items())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_levers_on_a_gpu_keep_features_there_and_train_alike():
+    from satn.models.attention import MultiHeadSelfAttention
+
+    attn = MultiHeadSelfAttention(32, 4).cuda().eval()
+    x = torch.randn(3, 70, 32, device="cuda")
+    lengths = torch.tensor([70, 41, 9], device="cuda")
+    assert torch.allclose(attn(x, lengths)[0], attn(x, lengths, weights=True)[0], atol=1e-3)
+    cuda = {"train.device": "cuda", "train.epochs": 3}
+    plain = _run(**cuda).trainers["fold1"]
+    fast = _run(**cuda, **{"train.resident": True, "train.precision": "bf16"}).trainers["fold1"]
+    assert fast.loader.features.frames.is_cuda
+    assert next(iter(fast.loader)).x.is_cuda  # cut on the device: no host copy per batch
+    assert all(np.isfinite(s.train_loss) for s in fast.history)
+    assert fast.history[-1].train_loss == pytest.approx(plain.history[-1].train_loss, rel=0.1)
