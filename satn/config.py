@@ -427,8 +427,8 @@ class TrainConfig:
     generator, which would break the graph at every dropout: a run still repeats
     with its folds in turn or each in its own worker process, not as threads).
     ``resident`` puts a fold's normalised features on the device once and cuts
-    every batch there (no per-batch host copy; on CPU the same batches, the same
-    results).
+    every batch there (no per-batch host copy or normalisation; on CPU the same
+    batches and results, for a normalised copy of the fold's features in memory).
     """
 
     epochs: int = 30
