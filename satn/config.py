@@ -421,10 +421,10 @@ class TrainConfig:
     ``precision: bf16`` runs forward and loss of training and evaluation under
     ``torch.autocast`` in bfloat16 on the trainer's device type (weights, optimiser
     and logged attention maps stay float32; no loss scaling: bf16 has float32's
-    range). ``compile`` trains through ``torch.compile`` of the model (each new
-    padded batch length compiles again, for tens of seconds on a CPU, up to dynamo's
-    recompile limit: torch 2.14 specialises 1-D convolution backward on the time
-    axis; checkpoints hold the plain model's keys;
+    range). ``compile`` trains through ``torch.compile`` of the model, with every
+    training batch padded to ``max_frames`` (torch 2.14 specialises 1-D convolution
+    backward on the time axis, so each new length would compile again, for tens of
+    seconds; padding costs compute instead); checkpoints hold the plain model's keys;
     dropout then draws from torch's RNG, seeded by ``seed``, not from the fold's own
     generator, which would break the graph at every dropout: a run still repeats
     with its folds in turn or each in its own worker process, not as threads).
