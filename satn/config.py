@@ -422,7 +422,7 @@ class TrainConfig:
     ``torch.autocast`` in bfloat16 on the trainer's device type (weights, optimiser
     and logged attention maps stay float32; no loss scaling: bf16 has float32's
     range). ``compile`` trains through ``torch.compile`` of the model, with every
-    training batch padded to ``max_frames`` (torch 2.14 specialises 1-D convolution
+    training batch padded to the training crop (``max_frames``) (torch 2.14 specialises 1-D convolution
     backward on the time axis, so each new length would compile again, for tens of
     seconds; padding costs compute instead); checkpoints hold the plain model's keys;
     dropout then draws from torch's RNG, seeded by ``seed``, not from the fold's own

@@ -378,11 +378,11 @@ class FoldTrainer:
                 perm = torch.from_numpy(mix_rng.permutation(len(batch.y)))
                 x, lengths, y_other = mixup(x, lengths, batch.y, lam, perm)
                 mix = (y_other, lam)
-            if self.cfg.compile and self.cfg.max_frames:
+            crop = self.data.train.max_frames  # train.max_frames, or the recipe's chunks
+            if self.cfg.compile and crop and x.shape[1] < crop:
                 # one batch length to compile, not one per length (TrainConfig.compile);
                 # models ignore padding, so only the cost changes
-                x = nn.functional.pad(x, (0, 0) * (x.dim() - 2)
-                                      + (0, self.cfg.max_frames - x.shape[1]))
+                x = nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, crop - x.shape[1]))
             with autocast(self.device, self.cfg.precision):
                 _, loss, terms = loss_terms(self.train_model, replace(batch, lengths=lengths),
                                             self.data.train, self.loss_fn, self.aux, x=x,

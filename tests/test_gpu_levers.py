@@ -105,22 +105,24 @@ def test_a_compiled_trainer_trains_through_the_wrapper_and_saves_plain_keys(monk
     assert torch.equal(fresh.eval()(x, lengths).logits, trainer.model.eval()(x, lengths).logits)
 
 
-def test_compiled_training_sees_one_batch_length(monkeypatch):
-    """Every compiled training batch is padded to train.max_frames: one shape to compile."""
+@pytest.mark.parametrize("over,crop", [({"train.max_frames": 64}, 64),
+                                       ({"train.max_frames": 16, "recipe.chunk_frames": 64}, 64)])
+def test_compiled_training_sees_one_batch_length(monkeypatch, over, crop):
+    """Every compiled training batch is padded to the training crop: one shape to compile."""
     _compile_with(monkeypatch, "eager")
-    exp = Experiment(_cfg(**{"train.compile": True, "train.max_frames": 64, "train.epochs": 1}),
+    exp = Experiment(_cfg(**{"train.compile": True, "train.epochs": 1, **over}),
                      MemoryDataset(per_speaker_class=2), folds=[1])
     trainer = exp.trainers["fold1"]
     seen, real = set(), trainer.train_model
 
     def spy(x, lengths, **kw):
         seen.add(x.shape[1])
-        assert int(lengths.max()) < 64  # the demo's utterances are 20-59 frames: padded
+        assert int(lengths.max()) < crop  # the demo's utterances are 20-59 frames: padded
         return real(x, lengths, **kw)
 
     trainer.train_model = spy
     trainer.step()
-    assert seen == {64}
+    assert seen == {crop}
 
 
 def test_compiled_training_traces_one_graph_with_dropout_on(monkeypatch):
