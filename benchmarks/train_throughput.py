@@ -11,6 +11,17 @@ speed is measured; the features are noise, so the accuracy means nothing.
     python benchmarks/train_throughput.py --device cuda --fold-workers 1,5 --epochs 3
     python benchmarks/train_throughput.py --device cuda --variants tcn_self,tcn_soft,blstm_self,\
         blstm_soft --fold-workers 1,5 --trials 1,2 --epochs 3
+    python benchmarks/train_throughput.py --device cuda --epochs 3 \
+        --levers fp32,bf16,compile,resident,all
+    python benchmarks/train_throughput.py --device cpu --eval-pass maps,fused
+
+``--levers``: one row per setting of the ``train.*`` GPU levers: ``fp32`` (none),
+``bf16`` (``train.precision``), ``compile`` (``train.compile``), ``resident``
+(``train.resident``), ``all`` (the three together). ``--eval-pass``: instead of
+training, time one evaluation pass (``satn.engine.evaluate``) over long
+utterances, each mode in a fresh process: ``maps`` builds every batch's
+(B, H, T, T) attention map as evaluation did before the fused path (a zero-weight
+term that asks for maps), ``fused`` is evaluation as it runs now.
 
 Prints one row per setting: seconds per epoch of all folds (the first epoch,
 which includes warm-up, is left out when there are two or more), training
@@ -23,6 +34,7 @@ packs trials on one GPU.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import threading
 import time
 
@@ -30,10 +42,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from satn.batching import SequenceDataset
 from satn.config import ExperimentConfig
+from satn.engine import evaluate
+from satn.models import build_model
 from satn.runner import Experiment
 
 CLASSES = ("neu", "hap", "sad", "ang")
+LEVERS = {"fp32": {}, "bf16": {"train.precision": "bf16"}, "compile": {"train.compile": True},
+          "resident": {"train.resident": True},
+          "all": {"train.precision": "bf16", "train.compile": True, "train.resident": True}}
 
 
 class SyntheticFeatures:
@@ -97,6 +115,91 @@ def measure(data: SyntheticFeatures, cfg: ExperimentConfig, fold_workers: int,
                              if torch.cuda.is_available() else 0.0)}
 
 
+class WantsMaps:
+    """A zero-weight loss term that asks for the model's maps: evaluation as it was
+    before the fused attention path, when every forward built (B, H, T, T) weights."""
+
+    name, weight, needs_maps = "maps", 0.0, True
+
+    def __call__(self, maps, x, lengths, keys):
+        return torch.zeros((), device=x.device)
+
+
+class PeakRSS:
+    """Peak resident memory of this process while the block runs, sampled every 2 ms."""
+
+    def __enter__(self):
+        import psutil
+
+        self._proc, self._stop = psutil.Process(), threading.Event()
+        self.start = self.peak = self._proc.memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def eval_pass(mode: str, args, out) -> None:
+    """One evaluate() over ``--eval-utterances`` long utterances (in a fresh process)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(args.eval_min_frames, args.eval_max_frames + 1, args.eval_utterances)
+    arrays = [rng.standard_normal((int(t), 120), dtype=np.float32) for t in lengths]
+    ds = SequenceDataset(arrays, [i % 4 for i in range(len(arrays))],
+                         [f"u{i}" for i in range(len(arrays))])
+    cfg = ExperimentConfig().override({"model.variant": "tcn_self",
+                                       "model.tcn.channels": args.channels,
+                                       "train.precision": args.eval_precision})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, (120,), 4).to(device)
+    aux = [WantsMaps()] if mode == "maps" else []
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated() if device.type == "cuda" else 0
+    with PeakRSS() as rss:
+        start = time.perf_counter()
+        ev = evaluate(model, ds, args.batch_size, device, aux=aux,
+                      max_cost=cfg.train.eval_cost, precision=cfg.train.precision)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    gpu = (torch.cuda.max_memory_allocated() - base) / 2**30 if device.type == "cuda" else 0.0
+    out.put({"mode": mode, "seconds": seconds, "rss_gib": (rss.peak - rss.start) / 2**30,
+             "gpu_gib": gpu, "frames": int(lengths.sum()), "longest": int(lengths.max()),
+             "probs": ev.probs})
+
+
+def eval_main(args) -> None:
+    print(f"# evaluate(): {args.eval_utterances} utterances of {args.eval_min_frames}-"
+          f"{args.eval_max_frames} frames, tcn_self channels {args.channels}, 4 heads, batch "
+          f"{args.batch_size} within train.eval_cost, {args.eval_precision}, device "
+          f"{args.device}, torch {torch.__version__}, threads {args.threads or 'torch default'}")
+    print("| pass | seconds | peak RSS growth GiB | peak GPU GiB | max abs diff of probs |")
+    print("|---|---|---|---|---|")
+    ctx = multiprocessing.get_context("spawn")
+    first = None
+    for mode in args.eval_pass.split(","):
+        q = ctx.Queue()
+        proc = ctx.Process(target=eval_pass, args=(mode, args, q))
+        proc.start()
+        r = q.get()
+        proc.join()
+        first = r["probs"] if first is None else first
+        print(f"| {mode} | {r['seconds']:.2f} | {r['rss_gib']:.2f} | {r['gpu_gib']:.2f} "
+              f"| {np.abs(r['probs'] - first).max():.1e} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -111,28 +214,46 @@ def main() -> None:
                     help="comma list of log-mel variants (the *_at ones need --teacher)")
     ap.add_argument("--teacher", default=None, help="teacher file for *_at variants")
     ap.add_argument("--trials", default="1", help="configurations trained at once, e.g. 1,2")
+    ap.add_argument("--levers", default="fp32",
+                    help=f"comma list of train.* lever settings: {', '.join(LEVERS)}")
+    ap.add_argument("--eval-pass", default=None,
+                    help="time one evaluation pass instead of training: maps,fused")
+    ap.add_argument("--eval-utterances", type=int, default=32)
+    ap.add_argument("--eval-min-frames", type=int, default=1500)
+    ap.add_argument("--eval-max-frames", type=int, default=3400)
+    ap.add_argument("--eval-precision", default="fp32", help="fp32 or bf16")
     args = ap.parse_args()
+    if args.eval_pass:
+        eval_main(args)
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
+    levers = args.levers.split(",")
+    unknown = set(levers) - set(LEVERS)
+    if unknown:
+        ap.error(f"--levers: unknown {sorted(unknown)}; known: {', '.join(LEVERS)}")
     data = SyntheticFeatures(args.utterances, args.mean_frames)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"# {len(data)} utterances, mean {data.mean_frames:.0f} frames, 5 folds, "
           f"channels {args.channels}, batch {args.batch_size}, device {name}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print("| variant | device | fold workers | trials | s / epoch (5 folds) | first epoch s "
-          "| train utt / s | peak GPU GiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | levers | device | fold workers | trials | s / epoch (5 folds) "
+          "| first epoch s | train utt / s | peak GPU GiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for variant in args.variants.split(","):
-        cfg = ExperimentConfig().override({
-            "model.variant": variant, "train.device": args.device, "train.epochs": args.epochs,
-            "train.batch_size": args.batch_size, "model.tcn.channels": args.channels,
-            **({"transfer.teacher": args.teacher} if args.teacher else {})})
-        for w in (int(x) for x in args.fold_workers.split(",")):
-            for n in (int(x) for x in args.trials.split(",")):
-                r = measure(data, cfg, w, n)
-                print(f"| {variant} | {name} | {w} | {n} | {r['s_per_epoch']:.2f} "
-                      f"| {r['first_epoch_s']:.2f} | {r['train_utt_per_s']:.0f} "
-                      f"| {r['peak_gpu_gib']:.2f} |", flush=True)
+        for lever in levers:
+            cfg = ExperimentConfig().override({
+                "model.variant": variant, "train.device": args.device,
+                "train.epochs": args.epochs, "train.batch_size": args.batch_size,
+                "model.tcn.channels": args.channels, **LEVERS[lever],
+                **({"transfer.teacher": args.teacher} if args.teacher else {})})
+            for w in (int(x) for x in args.fold_workers.split(",")):
+                for n in (int(x) for x in args.trials.split(",")):
+                    r = measure(data, cfg, w, n)
+                    print(f"| {variant} | {lever} | {name} | {w} | {n} "
+                          f"| {r['s_per_epoch']:.2f} | {r['first_epoch_s']:.2f} "
+                          f"| {r['train_utt_per_s']:.0f} | {r['peak_gpu_gib']:.2f} |",
+                          flush=True)
 
 
 if __name__ == "__main__":

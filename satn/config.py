@@ -179,6 +179,7 @@ class FoldConfig:
 
 OPTIMIZERS = ("adam", "adamw", "adadelta", "sgd")
 SCHEDULES = ("none", "cosine", "onecycle")
+PRECISIONS = ("fp32", "bf16")
 RNN_CELLS = ("rnn", "gru", "lstm")
 ATTENTION_FORMS = ("paper", "multihead")
 POOLINGS = ("mean", "max")
@@ -414,7 +415,23 @@ class TransferConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The engine's optimisation settings."""
+    """The engine's optimisation settings.
+
+    GPU levers, all off by default (figures: benchmarks/README.md):
+    ``precision: bf16`` runs forward and loss of training and evaluation under
+    ``torch.autocast`` in bfloat16 on the trainer's device type (weights, optimiser
+    and logged attention maps stay float32; no loss scaling: bf16 has float32's
+    range). ``compile`` trains through ``torch.compile`` of the model, with every
+    training batch padded to the training crop (``max_frames``) (torch 2.14 specialises 1-D convolution
+    backward on the time axis, so each new length would compile again, for tens of
+    seconds; padding costs compute instead); checkpoints hold the plain model's keys;
+    dropout then draws from torch's RNG, seeded by ``seed``, not from the fold's own
+    generator, which would break the graph at every dropout: a run still repeats
+    with its folds in turn or each in its own worker process, not as threads).
+    ``resident`` puts a fold's normalised features on the device once and cuts
+    every batch there (no per-batch host copy or normalisation; on CPU the same
+    batches and results, for a normalised copy of the fold's features in memory).
+    """
 
     epochs: int = 30
     batch_size: int = 32
@@ -440,9 +457,17 @@ class TrainConfig:
     momentum: float = 0.9  # sgd only
     schedule: str = "none"  # none | cosine | onecycle: learning rate over the run, per step
     warmup_epochs: float = 0.0  # linear warm-up from 0 before the schedule (onecycle: its rise)
+    precision: str = "fp32"  # fp32 | bf16 (autocast of forward + loss)
+    compile: bool = False  # torch.compile the training forward
+    resident: bool = False  # a fold's features on the device for the whole fold
 
     def __post_init__(self) -> None:
         _check("train", {
+            "precision": _one_of(self.precision, PRECISIONS),
+            "compile": (isinstance(self.compile, bool), f"must be true or false, not "
+                                                        f"{self.compile!r}"),
+            "resident": (isinstance(self.resident, bool), f"must be true or false, not "
+                                                          f"{self.resident!r}"),
             "optimizer": _one_of(self.optimizer, OPTIMIZERS),
             "momentum": (0 <= self.momentum < 1, f"must be in [0, 1), not {self.momentum}"),
             "schedule": _one_of(self.schedule, SCHEDULES),

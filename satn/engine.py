@@ -15,7 +15,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -29,6 +29,7 @@ from satn.config import RecipeConfig, TrainConfig
 from satn.devices import resolve_device
 from satn.metrics import Scores, score
 from satn.models.dropout import use_generator
+from satn.resident import ResidentFeatures, ResidentLoader
 
 
 def seed_everything(seed: int) -> None:
@@ -150,6 +151,11 @@ def loss_terms(model: nn.Module, batch: Batch, dataset: SequenceDataset, loss_fn
     return out.logits, total, terms
 
 
+def autocast(device: torch.device, precision: str):
+    """``train.precision``: bf16 autocast on ``device``'s type, or nothing for fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def class_weights(labels: list[int], n_classes: int) -> Tensor:
     """Inverse class frequency, normalised to mean 1 (absent classes get 0)."""
     counts = np.bincount(np.asarray(labels), minlength=n_classes).astype(np.float64)
@@ -161,7 +167,8 @@ def class_weights(labels: list[int], n_classes: int) -> Tensor:
 def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
              device: torch.device, loss_fn: nn.Module | None = None,
              aux: Sequence[AuxLoss] = (), chunk: tuple[int, int] | None = None,
-             max_cost: int | None = None) -> Evaluation:
+             max_cost: int | None = None, precision: str = "fp32",
+             batches: Iterable[Batch] | None = None) -> Evaluation:
     """Predict every utterance of ``dataset`` (full length, in length buckets); the loss
     terms are those of training when given the trainer's ``loss_fn`` and ``aux``.
     ``max_cost`` bounds batch x longest**2 (``train.eval_cost``): long turns go in
@@ -170,19 +177,25 @@ def evaluate(model: nn.Module, dataset: SequenceDataset, batch_size: int,
     ``chunk = (frames, hop)``: an utterance's logits are the mean of the logits of its
     chunks (:func:`satn.augment.chunk_starts`); one chunk covering it gives the
     full-length logits; the loss is then cross-entropy of the chunk-mean logits.
+    ``precision``: as ``train.precision``. ``batches``: the batches of ``dataset`` to
+    score when they are cut elsewhere (resident features), else a length-bucket loader.
     """
     model.eval()
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     probs, ys, ids, total = [], [], [], 0.0
     sums: dict[str, float] = {}
-    for batch in make_loader(dataset, batch_size, shuffle=False, max_cost=max_cost):
+    if batches is None:
+        batches = make_loader(dataset, batch_size, shuffle=False, max_cost=max_cost)
+    for batch in batches:
         batch = batch.to(device)
-        if chunk is None:
-            logits, loss, terms = loss_terms(model, batch, dataset, loss_fn, aux)
-        else:  # scored as it is trained: on chunks (no map-based terms then)
-            logits = chunked_logits(model, batch.x, batch.lengths, *chunk, batch_size)
-            loss = loss_fn(logits, batch.y)
-            terms = {"ser": loss}
+        with autocast(device, precision):
+            if chunk is None:
+                logits, loss, terms = loss_terms(model, batch, dataset, loss_fn, aux)
+            else:  # scored as it is trained: on chunks (no map-based terms then)
+                logits = chunked_logits(model, batch.x, batch.lengths, *chunk, batch_size)
+                loss = loss_fn(logits, batch.y)
+                terms = {"ser": loss}
+        logits = logits.float()  # bf16 logits have no numpy form
         total += float(loss) * len(batch.y)
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v) * len(batch.y)
@@ -225,7 +238,8 @@ def attention_maps(model: nn.Module, dataset: SequenceDataset, ids: tuple[str, .
     maps = {}
     for uid in ids:
         x, _, _ = dataset[index[uid]]
-        out = model(x.unsqueeze(0).to(device), torch.tensor([x.shape[0]], device=device))
+        out = model(x.unsqueeze(0).to(device), torch.tensor([x.shape[0]], device=device),
+                    return_maps=True)  # the one place outside transfer that builds maps
         if out.attention is not None:
             att = out.attention[0].float()
             if max_frames is not None and att.shape[-1] > max_frames:
@@ -308,6 +322,8 @@ class FoldTrainer:
                       if self.recipe.chunk_frames is not None else None)
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
+        # training's forward; checkpoints always come from self.model (plain keys)
+        self.train_model = torch.compile(self.model) if cfg.compile else self.model
         weight = (class_weights(data.train.labels, data.n_classes)
                   if cfg.class_weighting == "balanced" else None)
         if cfg.class_weighting not in ("balanced", "none"):
@@ -316,13 +332,25 @@ class FoldTrainer:
         self.loss_fn = nn.CrossEntropyLoss(weight=weight.to(self.device) if weight is not None
                                            else None,
                                            label_smoothing=self.recipe.label_smoothing)
-        self.loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                  bucket_width=cfg.bucket_width)
+        self.eval_batches: dict[str, ResidentLoader] = {}
+        if cfg.resident:
+            self.loader = ResidentLoader(ResidentFeatures(data.train, self.device),
+                                         cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                         bucket_width=cfg.bucket_width)
+            self.eval_batches = {
+                side: ResidentLoader(ResidentFeatures(getattr(data, side), self.device),
+                                     cfg.batch_size, shuffle=False, max_cost=cfg.eval_cost)
+                for side in ("dev", "test")}
+        else:
+            self.loader = make_loader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                      bucket_width=cfg.bucket_width)
         self.opt = make_optimizer(self.model.parameters(), cfg)
         self.sched = make_schedule(self.opt, cfg, len(self.loader))
         # the fold's own dropout stream: a fold trains the same alone, beside others, in a thread
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        use_generator(self.model, self.generator)
+        # compiled, dropout draws from torch's RNG (seeded by train.seed): a generator
+        # argument breaks the graph at every dropout (15 graphs for one tcn_self)
+        use_generator(self.model, None if cfg.compile else self.generator)
         self.epoch = 0
         self.best: Best | None = None
         self.history: list[EpochStats] = []
@@ -353,8 +381,15 @@ class FoldTrainer:
                 perm = torch.from_numpy(mix_rng.permutation(len(batch.y)))
                 x, lengths, y_other = mixup(x, lengths, batch.y, lam, perm)
                 mix = (y_other, lam)
-            _, loss, terms = loss_terms(self.model, replace(batch, lengths=lengths),
-                                        self.data.train, self.loss_fn, self.aux, x=x, mix=mix)
+            crop = self.data.train.max_frames  # train.max_frames, or the recipe's chunks
+            if self.cfg.compile and crop and x.shape[1] < crop:
+                # one batch length to compile, not one per length (TrainConfig.compile);
+                # models ignore padding, so only the cost changes
+                x = nn.functional.pad(x, (0, 0) * (x.dim() - 2) + (0, crop - x.shape[1]))
+            with autocast(self.device, self.cfg.precision):
+                _, loss, terms = loss_terms(self.train_model, replace(batch, lengths=lengths),
+                                            self.data.train, self.loss_fn, self.aux, x=x,
+                                            mix=mix)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(batch.y)
             self.opt.zero_grad(set_to_none=True)
@@ -367,11 +402,13 @@ class FoldTrainer:
             n += len(batch.y)
         # dev loss with training's definition: the same class weights and aux terms
         dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device,
-                       self.loss_fn, self.aux, chunk=self.chunk, max_cost=self.cfg.eval_cost)
+                       self.loss_fn, self.aux, chunk=self.chunk, max_cost=self.cfg.eval_cost,
+                       precision=self.cfg.precision, batches=self.eval_batches.get("dev"))
         improved = self.best is None or dev.scores.ua > self.best.dev.ua
         if improved:
             test = evaluate(self.model, self.data.test, self.cfg.batch_size, self.device,
-                            chunk=self.chunk, max_cost=self.cfg.eval_cost)
+                            chunk=self.chunk, max_cost=self.cfg.eval_cost,
+                            precision=self.cfg.precision, batches=self.eval_batches.get("test"))
             self.best = Best(
                 self.epoch, dev.scores, test.scores,
                 {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},

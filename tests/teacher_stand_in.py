@@ -33,7 +33,7 @@ class StandInTeacher(nn.Module):
     def maps(self, x: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         x = (x - self.mean) / self.std  # the teacher normalises its own input
         layers = self.encoder.forward_layers(x, lengths)
-        _, attn = self.attention(layers[-1], lengths)
+        _, attn = self.attention(layers[-1], lengths, weights=True)
         out = {f"encoder.layer{i}": a for i, a in enumerate(layers)}
         out["encoder.attention"] = attn[:, 0]
         return out

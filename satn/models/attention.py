@@ -13,6 +13,7 @@ import math
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F  # noqa: N812
 
 from satn.models.dropout import Dropout
 from satn.models.masking import length_mask
@@ -28,8 +29,10 @@ class MultiHeadSelfAttention(nn.Module):
     """softmax(Q K^T / sqrt(d_k)) V per head, padded keys excluded.
 
     ``heads=1, out_proj=False`` is SATN's form (d_k = d, the attended values
-    are the output). Returns the attended sequence and the attention maps,
-    which tracking logs and attention transfer compares with a teacher's.
+    are the output). The attention maps, which tracking logs and attention
+    transfer compares with a teacher's, are built only when asked
+    (``weights=True``); otherwise the fused ``scaled_dot_product_attention``
+    computes the same output without materialising the (B, H, T, T) map.
     """
 
     def __init__(self, dim: int, heads: int, dropout: float = 0.0, out_proj: bool = True):
@@ -41,14 +44,22 @@ class MultiHeadSelfAttention(nn.Module):
         self.out = nn.Linear(dim, dim) if out_proj else nn.Identity()
         self.drop = Dropout(dropout)
 
-    def forward(self, x: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (B, T, D), lengths: (B,) -> y: (B, T, D), attention: (B, H, T, T)."""
+    def forward(self, x: Tensor, lengths: Tensor,
+                weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x: (B, T, D), lengths: (B,) -> y: (B, T, D), attention: (B, H, T, T) when
+        ``weights``, else None."""
         b, t, d = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.heads, self.d_k).permute(2, 0, 3, 1, 4)
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_k)  # (B, H, T, T)
-        # padded keys get -inf before the softmax: no weight ever falls on padding
-        attn = (scores + _key_bias(lengths, t, x.dtype)[:, None, None, :]).softmax(-1)
-        y = (attn @ v).transpose(1, 2).reshape(b, t, d)  # (B, T, H*d_k)
+        attn = None
+        if weights:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(self.d_k)  # (B, H, T, T)
+            # padded keys get -inf before the softmax: no weight ever falls on padding
+            attn = (scores + _key_bias(lengths, t, scores.dtype)[:, None, None, :]).softmax(-1)
+            y = attn @ v
+        else:  # True = may attend: real keys only, for every query (B, 1, 1, T)
+            keep = length_mask(lengths, t)[:, None, None, :]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+        y = y.transpose(1, 2).reshape(b, t, d)  # (B, T, H*d_k)
         # dropout on the output, not on the (B, H, T, T) map: same regularising role,
         # a fraction of the cost, and the logged maps are the ones the model used
         return self.drop(self.out(y)), attn

@@ -4,7 +4,9 @@ Variants differ only in which encoder and readout a builder plugs in (see
 ``registry.py`` and ``variants.py``), so there is one forward path for all of
 them. An encoder is a module with ``forward_layers(x, lengths)`` returning each
 layer's (B, T, C) output and an ``output_dim``; a readout maps (h, lengths) to
-a pooled (B, D) vector and its attention weights. An encoder that trains parts
+a pooled (B, D) vector and its attention weights, ``readout(h, lengths,
+weights=...)``: weights that cost more than the pooling itself (self-attention's
+(B, H, T, T)) are built only with ``weights=True``, otherwise None. An encoder that trains parts
 with losses of their own (a fine-tuned VQ-VAE) returns ``(layers, aux_losses)``
 instead, and those losses come back in ``ModelOutput.aux_losses`` by name.
 """
@@ -26,9 +28,10 @@ class ModelOutput:
     """What a model computed for a batch.
 
     logits: (B, C). attention: the readout's weights, (B, T) for soft attention
-    or (B, H, T, T) for self-attention. maps: named intermediate tensors, filled
-    only when asked (``return_maps=True``): ``encoder.layer{i}`` (B, T, C) per
-    encoder layer and ``attention`` (as above). aux_losses: extra loss terms by
+    (always) or (B, H, T, T) for self-attention (only with ``return_maps=True``:
+    training and evaluation run the fused kernel without them). maps: named
+    intermediate tensors, filled only when asked (``return_maps=True``):
+    ``encoder.layer{i}`` (B, T, C) per encoder layer and ``attention`` (as above). aux_losses: extra loss terms by
     name (scalars) that the engine adds to the classification loss.
     """
 
@@ -67,9 +70,10 @@ class SelfAttentionReadout(nn.Module):
         self.attn = MultiHeadSelfAttention(dim, 1 if paper else heads, dropout, out_proj=not paper)
         self.norm = nn.Identity() if paper else nn.LayerNorm(dim)
 
-    def forward(self, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """h: (B, T, D) -> pooled (B, D), attention (B, H, T, T)."""
-        y, attn = self.attn(h, lengths)
+    def forward(self, h: Tensor, lengths: Tensor,
+                weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """h: (B, T, D) -> pooled (B, D), attention (B, H, T, T) when ``weights``, else None."""
+        y, attn = self.attn(h, lengths, weights)
         if self.form == "multihead":
             y = self.norm(h + y)
         return self.pool(y, lengths), attn
@@ -82,8 +86,8 @@ class SoftAttentionReadout(nn.Module):
         super().__init__()
         self.attn = SoftAttention(dim, energy_dim)
 
-    def forward(self, h: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """h: (B, T, D) -> context (B, D), weights (B, T)."""
+    def forward(self, h: Tensor, lengths: Tensor, weights: bool = False) -> tuple[Tensor, Tensor]:
+        """h: (B, T, D) -> context (B, D), weights (B, T) (always: they are the pooling)."""
         return self.attn(h, lengths)
 
 
@@ -96,7 +100,7 @@ class PoolReadout(nn.Module):
             raise ValueError(f"pooling must be one of {sorted(POOL)}, not {pooling!r}")
         self.pool = POOL[pooling]
 
-    def forward(self, h: Tensor, lengths: Tensor) -> tuple[Tensor, None]:
+    def forward(self, h: Tensor, lengths: Tensor, weights: bool = False) -> tuple[Tensor, None]:
         """h: (B, T, D) -> pooled (B, D), no attention."""
         return self.pool(h, lengths), None
 
@@ -116,7 +120,8 @@ class SERModel(nn.Module):
         aux: dict[str, Tensor] = {}
         if isinstance(layers, tuple):  # (layers, named auxiliary losses)
             layers, aux = layers
-        pooled, attn = self.readout(layers[-1], lengths)  # (B, D), attention weights
+        # (B, D), attention weights (self-attention's only when maps are asked for)
+        pooled, attn = self.readout(layers[-1], lengths, weights=return_maps)
         maps: dict[str, Tensor] = {}
         if return_maps:
             maps = {f"encoder.layer{i}": a for i, a in enumerate(layers)}
