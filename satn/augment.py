@@ -110,7 +110,11 @@ class Levels:
     over all bands is the utterance's mean frame power (over the frames served) divided by
     10**(SNR/10). What this leaves out: the frame-to-frame randomness of a real noise
     periodogram (its expectation is added) and the signal x noise cross term (zero in
-    expectation). The change c = log(1 + n / power) >= 0 lifts quiet bins more than loud
+    expectation); the SNR is one of mel band powers, which weight frequencies as the
+    filters do, not of waveform power. Against white noise added to the waveform at the
+    same nominal SNR (three RAVDESS utterances, 12-16 dB): statics rose by 4.8-7.3
+    natural-log units on average against 4.0-6.4, and the noisy deltas spread less
+    (std 0.22-0.24 against 0.33), the missing periodogram fluctuation. The change c = log(1 + n / power) >= 0 lifts quiet bins more than loud
     ones and never lowers one. Deltas are recomputed as stored delta + delta(c) (and
     delta-delta + delta(delta(c))) with the extractor's regression width: exact, since
     deltas are linear, except over the last ``delta_width // 2`` frames at the edges of a
