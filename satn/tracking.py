@@ -353,7 +353,8 @@ def log_baseline(tracking_uri: str, experiment_id: str, cfg, result, *,
         "satn.protocol": cfg.data.protocol, "satn.features_key": features.get("key", ""),
         "satn.folds": ",".join(f.name for f in result.folds), **(tags or {})}
     params = {**{k: v for k, v in cfg.flat().items() if k.split(".")[0] in
-                 ("data", "folds", "features")}, **bcfg.flat(), "model.variant": bcfg.name,
+                 ("data", "folds", "features", "selection")}, **bcfg.flat(),
+              "model.variant": bcfg.name,
               "baseline.features_uri": features.get("uri", "")}
     name = run_name or f"baseline/{bcfg.name}"
     parent_id = client.create_run(experiment_id, run_name=name,
