@@ -35,7 +35,7 @@ def test_ravdess_wavs_to_features_to_a_model_that_learns(repo_root, tmp_path, sh
     torch.set_num_threads(2)
     cfg = ExperimentConfig.from_yaml(repo_root / "experiments" / "ravdess.yaml").override(
         {"data.root": str(shared_corpora / "ravdess"), "train.epochs": 6, "train.device": "cpu",
-         "selection.inner_k": 0})  # one model: what this test asks is that it learns
+         "selection.inner_k": 0, "recipe.speeds": "[]"})  # one plain model: that it learns
     cfg, info = prepare_dataset(cfg, _runtime(tmp_path), progress=False, echo=lambda s: None)
     # actors 1-16: 16 x (4 neutral + 8 each of happy, sad, angry)
     assert info.n_rows == 448 and info.n_problems == 0
