@@ -237,12 +237,8 @@ class MlflowObserver:
                                    "dev": _scalars(best.dev), "test": _scalars(best.test),
                                    "features_key": experiment.dataset_manifest.get("key")})
             self.client.log_artifact(run_id, str(tmp / "best.pt"), "checkpoint")
-            conf = tmp / "confusion"
-            conf.mkdir()
-            for side, scores in (("dev", best.dev), ("test", best.test)):
-                _write_confusion_csv(scores.confusion, classes, conf / f"{side}.csv")
-                confusion_png(scores.confusion, classes, conf / f"{side}.png",
-                              title=f"{name} {side} (epoch {best.epoch})")
+            conf = _confusions(tmp, classes, best.dev, best.test,
+                               f"{name} {{side}} (epoch {best.epoch})")
             self.client.log_artifacts(run_id, str(conf), "confusion")
             if best.evaluations:
                 _write_neural_predictions(experiment, pf, best.evaluations, tmp / "predictions")
@@ -310,12 +306,8 @@ class MlflowObserver:
                                                for k, v in metrics.items()])
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            conf = tmp / "confusion"
-            conf.mkdir()
-            for side, scores in (("dev", fr.dev), ("test", fr.test)):
-                _write_confusion_csv(scores.confusion, experiment.classes, conf / f"{side}.csv")
-                confusion_png(scores.confusion, experiment.classes, conf / f"{side}.png",
-                              title=f"{fr.name} {side} (ensemble of {len(group)})")
+            conf = _confusions(tmp, experiment.classes, fr.dev, fr.test,
+                               f"{fr.name} {{side}} (ensemble of {len(group)})")
             self.client.log_artifacts(run_id, str(conf), "confusion")
             labels = {u: y for pf in group for d in (pf.data.dev, pf.data.test)
                       for u, y in zip(d.ids, d.labels, strict=True)}
@@ -388,12 +380,8 @@ def log_baseline(tracking_uri: str, experiment_id: str, cfg, result, *,
                 for i, (_, ua) in enumerate(sorted(fr.dev_ua_by_c.items()))])
             with tempfile.TemporaryDirectory() as tmp:
                 tmp = Path(tmp)
-                conf = tmp / "confusion"
-                conf.mkdir()
-                for side, scores in (("dev", fr.dev), ("test", fr.test)):
-                    _write_confusion_csv(scores.confusion, result.classes, conf / f"{side}.csv")
-                    confusion_png(scores.confusion, result.classes, conf / f"{side}.png",
-                                  title=f"{fr.name} {side} ({bcfg.name}, C={fr.c:g})")
+                conf = _confusions(tmp, result.classes, fr.dev, fr.test,
+                                   f"{fr.name} {{side}} ({bcfg.name}, C={fr.c:g})")
                 client.log_artifacts(run_id, str(conf), "confusion")
                 pred = tmp / "predictions"
                 pred.mkdir()
@@ -524,6 +512,18 @@ def _write_predictions_of(experiment: Experiment, evaluations, labels: dict[str,
                                 [labels[u] for u in ev.ids], ev.probs, experiment.classes, side)
               for side, ev in evaluations.items()]
     write_predictions(pd.concat(frames, ignore_index=True), folder / FILE, "probability")
+
+
+def _confusions(tmp: Path, classes, dev, test, title: str) -> Path:
+    """``tmp/confusion`` with ``{dev,test}.{csv,png}`` of two ``Scores``; ``{side}`` in
+    ``title`` names each picture's side."""
+    conf = tmp / "confusion"
+    conf.mkdir()
+    for side, scores in (("dev", dev), ("test", test)):
+        _write_confusion_csv(scores.confusion, classes, conf / f"{side}.csv")
+        confusion_png(scores.confusion, classes, conf / f"{side}.png",
+                      title=title.replace("{side}", side))
+    return conf
 
 
 def _final_metrics(fr) -> dict[str, float]:
