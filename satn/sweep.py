@@ -503,11 +503,15 @@ def _short(v: Any) -> str:
 
 
 def count_folds(cfg: ExperimentConfig, dataset_uri: str) -> int:
-    """How many folds every trial trains (the fold plan depends on the data, not the trial)."""
-    from satn.folds import make_folds
+    """How many fold models every trial trains (the fold plan depends on the data, not the
+    trial): the folds, or with ``selection.*`` all their inner and seed members."""
+    from satn.folds import make_folds, member_folds
     from satn.store import open_dataset
 
-    return len(make_folds(open_dataset(dataset_uri).meta, cfg.folds))
+    meta = open_dataset(dataset_uri).meta
+    sel = cfg.selection
+    return len(member_folds(meta, make_folds(meta, cfg.folds), sel.inner_k, sel.seeds,
+                            cfg.folds.seed))
 
 
 def check_resources(bundles: list[dict[str, float]], runtime: RuntimeConfig) -> None:

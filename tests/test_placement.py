@@ -112,3 +112,12 @@ def test_gpu_shares_pack_first_fit():
     assert _gpus_to_pack([0.4] * 5) == 3
     assert _gpus_to_pack([0.6, 0.4, 0.5, 0.5]) == 2
     assert _gpus_to_pack([]) == 0
+
+
+def test_a_trials_placement_group_has_a_bundle_for_every_member_model(demo):
+    from satn.sweep import count_folds
+
+    _, cfg, _, uri = demo
+    assert count_folds(cfg, uri) == 5
+    inner = cfg.override({"selection.inner_k": 2, "selection.seeds": 2})
+    assert count_folds(inner, uri) == 5 * 2 * 2  # each fold: 2 inner groups x 2 seeds
