@@ -175,6 +175,12 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
     return prepared
 
 
+def eval_labels(folds: Sequence[PreparedFold]) -> dict[str, int]:
+    """Utterance id -> class id over the dev and test sides of ``folds``."""
+    return {u: y for pf in folds for side in (pf.data.dev, pf.data.test)
+            for u, y in zip(side.ids, side.labels, strict=True)}
+
+
 def speaker_normalizers(arrays: Sequence[np.ndarray],
                         speakers: Sequence[str]) -> dict[str, Normalizer]:
     """Each speaker's own statistics (all of that speaker's frames, any side; features
@@ -367,9 +373,7 @@ class Experiment:
         for outer, group in self.outer_folds().items():
             members = [Member(pf.fold, self.trainers[pf.fold.name].best.epoch,
                               self.trainers[pf.fold.name].best.evaluations) for pf in group]
-            labels = {u: y for pf in group for side in (pf.data.dev, pf.data.test)
-                      for u, y in zip(side.ids, side.labels, strict=True)}
-            ensembles[outer] = combine(members, labels)
+            ensembles[outer] = combine(members, eval_labels(group))
             epochs = [m.epoch for m in members]
             folds.append(FoldResult(outer, group[0].fold.group, int(np.median(epochs)),
                                     max(self.trainers[pf.fold.name].epoch for pf in group),

@@ -24,7 +24,7 @@ import yaml
 from satn.engine import EpochStats
 from satn.errors import InputError
 from satn.plots import attention_png, confusion_png
-from satn.runner import Experiment, ExperimentResult
+from satn.runner import Experiment, ExperimentResult, eval_labels
 from satn.safenames import safe_names, write_index
 
 DEFAULT_EXPERIMENT = "satn"
@@ -309,9 +309,8 @@ class MlflowObserver:
             conf = _confusions(tmp, experiment.classes, fr.dev, fr.test,
                                f"{fr.name} {{side}} (ensemble of {len(group)})")
             self.client.log_artifacts(run_id, str(conf), "confusion")
-            labels = {u: y for pf in group for d in (pf.data.dev, pf.data.test)
-                      for u, y in zip(d.ids, d.labels, strict=True)}
-            _write_predictions_of(experiment, evaluations, labels, tmp / "predictions")
+            _write_predictions_of(experiment, evaluations, eval_labels(group),
+                                  tmp / "predictions")
             self.client.log_artifacts(run_id, str(tmp / "predictions"), "predictions")
         self.client.set_terminated(run_id, "FINISHED")
 
@@ -495,9 +494,7 @@ def find_checkpoint(tracking_uri: str, run_id: str, dest: str | Path) -> Path:
 
 def _write_neural_predictions(experiment: Experiment, pf, evaluations, folder: Path) -> None:
     """The best epoch's dev and test probabilities of one fold as ``folder/predictions.parquet``."""
-    labels = {u: y for side in evaluations for u, y in
-              zip(getattr(pf.data, side).ids, getattr(pf.data, side).labels, strict=True)}
-    _write_predictions_of(experiment, evaluations, labels, folder)
+    _write_predictions_of(experiment, evaluations, eval_labels([pf]), folder)
 
 
 def _write_predictions_of(experiment: Experiment, evaluations, labels: dict[str, int],
