@@ -9,6 +9,8 @@ logged as soon as a fold improves, before a tuner may stop the trial.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -54,7 +56,34 @@ def _client(tracking_uri: str):
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep stdout clean
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=tracking_uri)
+    if not tracking_uri.startswith("sqlite:///"):
+        return MlflowClient(tracking_uri=tracking_uri)
+    # MlflowClient opens the store at once and, on a new sqlite file, runs MLflow's
+    # schema migrations. Two processes doing that together (`satn train` creating
+    # its store while `satn report` or a second train reads it) both create alembic's
+    # temporary tables and one dies. Opening is serialised between processes.
+    with _store_lock(Path(tracking_uri[len("sqlite:///"):]).parent):
+        return MlflowClient(tracking_uri=tracking_uri)
+
+
+@contextlib.contextmanager
+def _store_lock(folder: Path):
+    """An exclusive advisory lock on ``folder`` (flock on the directory itself, so no
+    lock file is left behind). Where the filesystem cannot lock (some NFS mounts) it
+    goes on unlocked, as MLflow itself would."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 class TrackingError(InputError):

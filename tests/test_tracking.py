@@ -55,3 +55,37 @@ def test_the_experiment_opens_as_model_training_even_when_made_before_the_tag(tm
     for exp_id in (old, fresh):
         tags = _client(uri).get_experiment(exp_id).tags
         assert tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+_OPEN_AT = """
+import sys, time
+from pathlib import Path
+from satn.tracking import _client, ensure_experiment
+uri, ready, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+(ready / sys.argv[4]).touch()
+while len(list(ready.iterdir())) < n:  # all past their imports, then open together
+    time.sleep(0.001)
+ensure_experiment(uri, "satn")
+print(len(_client(uri).search_experiments()))
+"""
+
+
+def test_processes_opening_a_new_store_together_all_succeed(tmp_path):
+    """`satn train` creating its store while another satn process reads it: MLflow's
+    schema migrations must not run twice at once (one of them used to die with
+    'table _alembic_tmp_... already exists')."""
+    import subprocess
+    import sys
+
+    store, ready = tmp_path / "store", tmp_path / "ready"
+    store.mkdir()
+    ready.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, uri, str(ready), "4", str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert out.strip().splitlines()[-1] == "2"  # Default and satn, created once
+    assert [p.name for p in store.iterdir()] == ["mlflow.db"]  # no lock file left
