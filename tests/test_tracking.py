@@ -85,7 +85,7 @@ def test_processes_opening_a_new_store_together_all_succeed(tmp_path):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for i in range(4)]
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-2000:]
         assert out.strip().splitlines()[-1] == "2"  # Default and satn, created once
     assert [p.name for p in store.iterdir()] == ["mlflow.db"]  # no lock file left
