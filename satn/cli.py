@@ -316,14 +316,14 @@ def predict(audio, model_ref, fmt, tracking_uri, device) -> None:
         sys.exit(1)
 
 
-def _floats(text: str | None) -> tuple[float, ...] | None:
+def _floats(text: str | None, option: str = "--c") -> tuple[float, ...] | None:
     if not text:
         return None
     try:
         return tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError as e:
         raise click.BadParameter(f"{text!r}: expected numbers separated by commas",
-                                 param_hint="--c") from e
+                                 param_hint=option) from e
 
 
 @main.command()
@@ -424,6 +424,58 @@ def compare(run_a, run_b, tracking_uri, tracking_uri_b, side, resamples, level, 
                    f"{c.p_utterances:.4f} ({c.n_utterances} utterances)  folds: paired t p = "
                    f"{c.p_folds_t:.4f}, Wilcoxon p = {c.p_folds_wilcoxon:.4f} "
                    f"({len(c.fold_a)} folds)")
+
+
+@main.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@click.option("--tracking-uri", default=None,
+              help="MLflow store of RUN_A, where the fused run is logged (default: ./mlflow.db).")
+@click.option("--tracking-uri-b", default=None,
+              help="RUN_B's store, when it is not RUN_A's (default: --tracking-uri).")
+@click.option("--weights", default=None,
+              help="Weights of RUN_A tried on each fold's dev side, comma-separated "
+                   "(default: 0,0.1,...,1).")
+@click.option("--no-mlflow", is_flag=True, help="Print only; log nothing to MLflow.")
+@friendly_errors
+def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, no_mlflow) -> None:
+    """Late fusion of two runs on the same folds (a network and a classical baseline, say):
+    p = w p_A + (1 - w) p_B per utterance, w chosen on each fold's dev side; logged as a run
+    that `satn report` and `satn compare` read like any other."""
+    from satn.fusion import GRID
+    from satn.fusion import fuse as fuse_runs
+    from satn.significance import fold_scores
+    from satn.tracking import default_tracking_uri, load_predictions, log_fusion
+
+    uri = tracking_uri or load_runtime(None).mlflow.tracking_uri or default_tracking_uri()
+    uri_b = tracking_uri_b or uri
+    a, b = load_predictions(uri, run_a), load_predictions(uri_b, run_b)
+    grid = _floats(weights, "--weights") or GRID
+    if not all(0.0 <= w <= 1.0 for w in grid):
+        raise click.BadParameter(f"{weights!r}: weights lie in [0, 1]", param_hint="--weights")
+    result = fuse_runs(a, b, grid)
+    alone = {tag: fold_scores(f, "ua") for tag, f in (("A", a), ("B", b))}
+    click.echo(f"A: {a.attrs['run_name']} ({a.attrs['run_id']})\n"
+               f"B: {b.attrs['run_name']} ({b.attrs['run_id']})")
+    click.echo(f"{'fold':<14} {'w(A)':>5} {'dev UA':>7} {'test UA':>8} {'A alone':>8} "
+               f"{'B alone':>8}")
+    for f in result.folds:
+        click.echo(f"{f.name:<14} {f.weight:5.1f} {f.dev.ua:7.3f} {f.test.ua:8.3f} "
+                   f"{alone['A'][f.name]:8.3f} {alone['B'][f.name]:8.3f}")
+    t = result.test
+    click.echo(f"{'mean':<14} {'':>5} {result.dev.ua_mean:7.3f} {t.ua_mean:8.3f} "
+               f"{sum(alone['A'].values()) / len(alone['A']):8.3f} "
+               f"{sum(alone['B'].values()) / len(alone['B']):8.3f}")
+    click.echo(f"fused test WA {t.wa_mean:.3f} ± {t.wa_std:.3f}  UA {t.ua_mean:.3f} ± "
+               f"{t.ua_std:.3f}  F1 {t.f1_mean:.3f}")
+    if no_mlflow:
+        return
+    runs = {side: {"run_id": f.attrs["run_id"], "name": f.attrs["run_name"],
+                   "variant": f.attrs["variant"] or f.attrs["run_name"], "uri": u}
+            for side, f, u in (("a", a, uri), ("b", b, uri_b))}
+    run_id = log_fusion(uri, a.attrs["experiment_id"], result, runs)
+    click.echo(f"MLflow run {run_id} in {uri}\n  compare: satn compare {run_id} "
+               f"{a.attrs['run_id']} --tracking-uri {uri}")
 
 
 @main.command()

@@ -361,11 +361,6 @@ def log_baseline(tracking_uri: str, experiment_id: str, cfg, result, *,
     the chosen C, confusion matrices and ``predictions/predictions.parquet``.
     ``features``: ``uri`` and ``key`` of the cached feature dataset. Returns the config run id.
     """
-    from mlflow.entities import Metric
-
-    from satn.predictions import FILE, write_predictions
-
-    client = _client(tracking_uri)
     bcfg = result.cfg
     features = features or {}
     base_tags = {
@@ -376,7 +371,74 @@ def log_baseline(tracking_uri: str, experiment_id: str, cfg, result, *,
                  ("data", "folds", "features", "selection")}, **bcfg.flat(),
               "model.variant": bcfg.name,
               "baseline.features_uri": features.get("uri", "")}
-    name = run_name or f"baseline/{bcfg.name}"
+    config = {**cfg.to_dict(), "baseline": {k.split(".", 1)[1]: v
+                                            for k, v in bcfg.flat().items()}}
+    folds = [_ScoredFold(
+        fr.name, {"satn.held_out": fr.group},
+        {"fold.name": fr.name, "fold.group": fr.group,
+         **{f"fold.n_{k}": v for k, v in fr.sizes.items()}, "baseline.c": fr.c},
+        {"baseline_c": fr.c}, ("dev_ua_by_c", fr.dev_ua_by_c), fr.dev, fr.test,
+        fr.predictions, f"{fr.name} {{side}} ({bcfg.name}, C={fr.c:g})",
+        {"c": fr.c}) for fr in result.folds]
+    return _log_scored_run(
+        _client(tracking_uri), experiment_id, run_name or f"baseline/{bcfg.name}", base_tags,
+        params, config, folds, result.classes, bcfg.score_kind, result.summary(),
+        result.test.confusion_normalised_mean, bcfg.name, {"seconds": result.seconds})
+
+
+def log_fusion(tracking_uri: str, experiment_id: str, result, runs: dict[str, dict[str, str]],
+               *, run_name: str | None = None) -> str:
+    """Log a late fusion (``satn.fusion.FusionResult``) of two runs like a baseline run.
+
+    ``runs``: ``{"a": {...}, "b": {...}}`` with each fused run's ``run_id``, ``name``,
+    ``variant``, ``uri`` (kept as ``fusion.*`` params and tags). Fold runs hold the weight
+    chosen on dev (``fusion_weight_a``), dev UA over the weight grid, confusion matrices
+    and the fused predictions. Returns the config run id.
+    """
+    variant = f"fusion/{runs['a']['variant']}+{runs['b']['variant']}"
+    base_tags = {"satn.variant": variant, "satn.kind": "fusion",
+                 "satn.fusion_of": f"{runs['a']['run_id']},{runs['b']['run_id']}",
+                 "satn.folds": ",".join(f.name for f in result.folds)}
+    params = {"model.variant": variant,
+              **{f"fusion.{side}_{k}": v for side, r in runs.items() for k, v in r.items()},
+              "fusion.grid": ",".join(f"{w:g}" for w in next(iter(result.folds)).dev_ua_by_weight)}
+    folds = [_ScoredFold(
+        f.name, {}, {"fold.name": f.name, "fusion.weight_a": f.weight},
+        {"fusion_weight_a": f.weight}, ("dev_ua_by_weight", f.dev_ua_by_weight), f.dev, f.test,
+        f.predictions, f"{f.name} {{side}} ({variant}, w={f.weight:g})", {"weight_a": f.weight})
+        for f in result.folds]
+    return _log_scored_run(
+        _client(tracking_uri), experiment_id, run_name or variant, base_tags, params,
+        {"fusion": runs}, folds, result.classes, "probability", result.summary(),
+        result.test.confusion_normalised_mean, variant, {})
+
+
+@dataclass(frozen=True)
+class _ScoredFold:
+    """One fold of a run that is scored, not trained epoch by epoch (baseline, fusion)."""
+
+    name: str
+    tags: dict[str, str]
+    params: dict[str, Any]
+    metrics: dict[str, float]       # the value chosen on dev (C, a weight)
+    curve: tuple[str, dict]         # dev UA over the values tried, logged as steps
+    dev: Any                        # satn.metrics.Scores
+    test: Any
+    predictions: Any                # predictions table, dev and test rows
+    title: str                      # of the confusion pictures; "{side}" is filled in
+    summary: dict[str, float]       # for results/summary.json
+
+
+def _log_scored_run(client, experiment_id: str, name: str, base_tags: dict[str, str],
+                    params: dict[str, Any], config: dict, folds: list[_ScoredFold],
+                    classes, score_kind: str, summary: dict[str, float],
+                    test_confusion: np.ndarray, label: str, extra: dict) -> str:
+    """A config run and one child run per fold, as ``satn report`` and ``satn compare`` read
+    them: ``best_{dev,test}_*`` and ``*_final`` metrics, confusion matrices, predictions."""
+    from mlflow.entities import Metric
+
+    from satn.predictions import FILE, write_predictions
+
     parent_id = client.create_run(experiment_id, run_name=name,
                                   tags={**base_tags, "satn.level": "config"}).info.run_id
     now = _now_ms()
@@ -384,52 +446,45 @@ def log_baseline(tracking_uri: str, experiment_id: str, cfg, result, *,
         _log_params_with(client, parent_id, params)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "config.yaml"
-            path.write_text(yaml.safe_dump({**cfg.to_dict(), "baseline": {
-                k.split(".", 1)[1]: v for k, v in bcfg.flat().items()}}, sort_keys=False))
+            path.write_text(yaml.safe_dump(config, sort_keys=False))
             client.log_artifact(parent_id, str(path))
-        for fr in result.folds:
+        for fr in folds:
             run_id = client.create_run(
                 experiment_id, run_name=f"{name}/{fr.name}",
-                tags={**base_tags, "mlflow.parentRunId": parent_id, "satn.level": "fold",
-                      "satn.fold": fr.name, "satn.held_out": fr.group}).info.run_id
-            _log_params_with(client, run_id, {
-                **params, "fold.name": fr.name, "fold.group": fr.group,
-                **{f"fold.n_{k}": v for k, v in fr.sizes.items()}, "baseline.c": fr.c})
-            metrics = {"baseline_c": fr.c,
+                tags={**base_tags, **fr.tags, "mlflow.parentRunId": parent_id,
+                      "satn.level": "fold", "satn.fold": fr.name}).info.run_id
+            _log_params_with(client, run_id, {**params, **fr.params})
+            metrics = {**fr.metrics,
                        **{f"best_dev_{k}": v for k, v in _scalars(fr.dev).items()},
                        **{f"best_test_{k}": v for k, v in _scalars(fr.test).items()},
                        **{f"dev_{k}_final": v for k, v in _scalars(fr.dev).items()},
                        **{f"test_{k}_final": v for k, v in _scalars(fr.test).items()}}
             client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
                                               for k, v in metrics.items()])
-            # dev UA of every C, as a curve over the grid's steps
+            curve, values = fr.curve
             client.log_batch(run_id, metrics=[
-                Metric("dev_ua_by_c", float(ua), now, i)
-                for i, (_, ua) in enumerate(sorted(fr.dev_ua_by_c.items()))])
+                Metric(curve, float(ua), now, i) for i, (_, ua) in enumerate(sorted(values.items()))])
             with tempfile.TemporaryDirectory() as tmp:
                 tmp = Path(tmp)
-                conf = _confusions(tmp, result.classes, fr.dev, fr.test,
-                                   f"{fr.name} {{side}} ({bcfg.name}, C={fr.c:g})")
-                client.log_artifacts(run_id, str(conf), "confusion")
+                client.log_artifacts(run_id, str(_confusions(tmp, classes, fr.dev, fr.test,
+                                                             fr.title)), "confusion")
                 pred = tmp / "predictions"
                 pred.mkdir()
-                write_predictions(fr.predictions, pred / FILE, bcfg.score_kind)
+                write_predictions(fr.predictions, pred / FILE, score_kind)
                 client.log_artifacts(run_id, str(pred), "predictions")
             client.set_terminated(run_id, "FINISHED")
-        summary = result.summary()
         client.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0)
                                              for k, v in summary.items()])
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            cm = result.test.confusion_normalised_mean
-            _write_confusion_csv(cm, result.classes, tmp / "test_mean_normalised.csv", fmt="%.4f")
-            confusion_png(cm, result.classes, tmp / "test_mean_normalised.png",
-                          title=f"{bcfg.name}: test, mean of row-normalised folds",
-                          normalise=False)
+            _write_confusion_csv(test_confusion, classes, tmp / "test_mean_normalised.csv",
+                                 fmt="%.4f")
+            confusion_png(test_confusion, classes, tmp / "test_mean_normalised.png",
+                          title=f"{label}: test, mean of row-normalised folds", normalise=False)
             (tmp / "summary.json").write_text(json.dumps(
-                {"folds": [{"name": f.name, "c": f.c, "dev": _scalars(f.dev),
-                            "test": _scalars(f.test)} for f in result.folds],
-                 "summary": summary, "seconds": result.seconds}, indent=2, default=float))
+                {"folds": [{"name": f.name, **f.summary, "dev": _scalars(f.dev),
+                            "test": _scalars(f.test)} for f in folds],
+                 "summary": summary, **extra}, indent=2, default=float))
             client.log_artifacts(parent_id, str(tmp), "results")
     except BaseException:
         for run in client.search_runs([experiment_id],
@@ -444,7 +499,8 @@ def log_baseline(tracking_uri: str, experiment_id: str, cfg, result, *,
 
 def load_predictions(tracking_uri: str, run_id: str):
     """Per-utterance predictions of a run: a fold run's table, or a config run's fold tables
-    stacked, with a ``fold`` column. ``attrs``: ``run_name``, ``variant``, ``score_kind``.
+    stacked, with a ``fold`` column. ``attrs``: ``run_id``, ``run_name``, ``experiment_id``,
+    ``variant``, ``score_kind``.
 
     Raises ``PredictionsError`` (an InputError) when the run or a fold's table is missing.
     """
@@ -479,6 +535,7 @@ def load_predictions(tracking_uri: str, run_id: str):
             frames.append(frame)
     out = pd.concat(frames, ignore_index=True)
     out.attrs = {"run_id": run_id, "run_name": run.info.run_name or run_id,
+                 "experiment_id": run.info.experiment_id,
                  "variant": run.data.tags.get("satn.variant", ""),
                  "score_kind": frames[0].attrs.get("score_kind", "")}
     return out

@@ -3,6 +3,7 @@ the MLflow layout of neural runs, predictions kept for every fold, comparisons r
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,3 +129,39 @@ def test_neural_runs_keep_predictions_and_compare_reads_both(ws, baseline_runs):
     assert bad.returncode == 1
     assert "Error: the runs' test sides differ" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_fuse_logs_a_run_that_report_and_compare_read(ws, baseline_runs):
+    from mlflow.tracking import MlflowClient
+
+    _, runs = baseline_runs
+    svm, logreg = runs["svm/logmel_stats"], runs["logreg/logmel_stats"]
+    out = _satn(ws, "fuse", svm, logreg, "--tracking-uri", _uri(ws))
+    fused = out.split("MLflow run ")[1].split()[0]
+    client = MlflowClient(tracking_uri=_uri(ws))
+    run = client.get_run(fused)
+    assert run.data.tags["satn.variant"] == "fusion/svm/logmel_stats+logreg/logmel_stats"
+    assert run.data.tags["satn.kind"] == "fusion" and run.info.status == "FINISHED"
+    folds = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{fused}'")
+    assert len(folds) == len(client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{svm}'"))
+    weights = [f.data.metrics["fusion_weight_a"] for f in folds]
+    assert all(w in {i / 10 for i in range(11)} for w in weights)
+    uas = [f.data.metrics["best_test_ua"] for f in folds]
+    assert run.data.metrics["test_ua_mean"] == pytest.approx(np.mean(uas))
+    assert f"UA {np.mean(uas):.3f}" in out.split("fused test")[1]
+    # the fused run is a run like any other: reported, and compared utterance by utterance
+    report = _satn(ws, "report", "--tracking-uri", _uri(ws), "--experiment", "bl",
+                   "--layout", "tacn")
+    assert "fusion/svm/logmel_stats+logreg/logmel_stats" in report
+    cmp = _satn(ws, "compare", fused, svm, "--tracking-uri", _uri(ws), "--resamples", "200")
+    assert "UA: A - B =" in cmp
+    # one weight, 1: the fusion is run A's predictions again
+    alone = _satn(ws, "fuse", svm, logreg, "--tracking-uri", _uri(ws), "--weights", "1",
+                  "--no-mlflow")
+    rows = [ln.split() for ln in alone.splitlines() if re.match(r"fold\d", ln)]
+    assert rows and all(r[1] == "1.0" and r[3] == r[4] for r in rows), alone
+    bad = subprocess.run([str(SATN), "fuse", svm, logreg, "--tracking-uri", _uri(ws),
+                          "--weights", "0.5,2"], cwd=ws, capture_output=True, text=True,
+                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert bad.returncode == 2 and "weights lie in [0, 1]" in bad.stderr
