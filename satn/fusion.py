@@ -96,9 +96,13 @@ def fuse(frame_a: pd.DataFrame, frame_b: pd.DataFrame,
         raise ComparisonError(f"the runs have different classes: {list(classes)} and "
                               f"{list(classes_of(frame_b))}")
     a, b = _with_fold(frame_a), _with_fold(frame_b)
+    names = sorted(a["fold"].unique())
+    if names != sorted(b["fold"].unique()):
+        raise ComparisonError(f"the runs have different folds: {names} and "
+                              f"{sorted(b['fold'].unique())}")
     cls = {c: i for i, c in enumerate(classes)}
     folds = []
-    for name in sorted(a["fold"].unique()):
+    for name in names:
         sides = {side: _pair(a, b, name, side) for side in SIDES}
         ys = {side: sides[side][0]["true"].map(cls).to_numpy(np.int64) for side in SIDES}
         ps = {side: (probabilities(sides[side][0], classes),
@@ -120,9 +124,6 @@ def fuse(frame_a: pd.DataFrame, frame_b: pd.DataFrame,
                                             ys[side], p, classes, side))
         folds.append(FusedFold(name, weight, by_w, scores["dev"], scores["test"],
                                pd.concat(frames, ignore_index=True)))
-    if set(b["fold"].unique()) != {f.name for f in folds}:
-        raise ComparisonError(f"the runs have different folds: {sorted(a['fold'].unique())} "
-                              f"and {sorted(b['fold'].unique())}")
     return FusionResult(tuple(classes), tuple(folds))
 
 
