@@ -67,31 +67,55 @@ def _order(variant: str, order: Sequence[str] = TABLE2_ORDER) -> tuple[int, str]
 
 
 def summarise(records: Sequence[Mapping[str, Any]], layout: str = "satn") -> list[Row]:
-    """Group config runs by variant and the other searched values; fold scores pooled.
+    """Group config runs by variant, the other searched values and the class set; fold
+    scores pooled.
 
-    Runs without any scored fold are left out.
+    Runs without any scored fold are left out. Runs on different class sets (a store with
+    four- and eight-class runs) never share a row; their labels then say which is which.
     """
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for r in records:
         if not r["folds"]:
             continue
         extra = ", ".join(f"{k}={v}" for k, v in sorted(r.get("params", {}).items())
                           if k != "model.variant")
-        groups.setdefault((str(r["variant"]), extra), []).append(r)
+        groups.setdefault((str(r["variant"]), extra, str(r.get("classes") or "")),
+                          []).append(r)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, not {layout!r}")
     columns, order = LAYOUTS[layout]
+    class_label = _class_labels({g[2] for g in groups})
     rows = []
-    for (variant, extra), runs in sorted(groups.items(), key=lambda g: (_order(g[0][0], order),
-                                                                         g[0][1])):
+    for (variant, extra, classes), runs in sorted(groups.items(), key=lambda g: (
+            _order(g[0][0], order), g[0][1], g[0][2].count(","), g[0][2])):
         folds = [f for r in runs for f in r["folds"] if all(c in f for c in columns)]
         if not folds:
             continue
         stats = {c: _mean_std([f[c] for f in folds]) for c in columns}
-        rows.append(Row(f"{variant} ({extra})" if extra else variant, variant, len(runs),
+        label = f"{variant} ({extra})" if extra else variant
+        if class_label.get(classes):
+            label += f" [{class_label[classes]}]"
+        rows.append(Row(label, variant, len(runs),
                         len(folds), {c: s[0] for c, s in stats.items()},
                         {c: s[1] for c, s in stats.items()}, _cis(runs, columns)))
     return rows
+
+
+def _class_labels(class_sets: set[str]) -> dict[str, str]:
+    """A short label per class set ("4 classes"), only where the rows hold several sets;
+    the list itself where two sets have as many classes."""
+    if len(class_sets) < 2:
+        return {}
+    counts = {c: len([x for x in c.split(",") if x]) for c in class_sets}
+    out = {}
+    for c, n in counts.items():
+        if not c:
+            out[c] = "classes not logged"
+        elif list(counts.values()).count(n) > 1:
+            out[c] = c
+        else:
+            out[c] = f"{n} classes"
+    return out
 
 
 def _cis(runs: Sequence[Mapping[str, Any]], columns: Sequence[str],

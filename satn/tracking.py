@@ -399,7 +399,7 @@ def log_fusion(tracking_uri: str, experiment_id: str, result, runs: dict[str, di
     base_tags = {"satn.variant": variant, "satn.kind": "fusion",
                  "satn.fusion_of": f"{runs['a']['run_id']},{runs['b']['run_id']}",
                  "satn.folds": ",".join(f.name for f in result.folds)}
-    params = {"model.variant": variant,
+    params = {"model.variant": variant, "data.classes": ",".join(result.classes),
               **{f"fusion.{side}_{k}": v for side, r in runs.items() for k, v in r.items()},
               "fusion.grid": ",".join(f"{w:g}" for w in next(iter(result.folds)).dev_ua_by_weight)}
     folds = [_ScoredFold(
@@ -793,7 +793,8 @@ def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
 
     Picks the config runs of ``sweep`` (tag ``satn.sweep``), or those named in
     ``run_ids``, or every config run of ``experiment``. Each record: ``run_id``,
-    ``name``, ``status``, ``variant``, ``params`` (searched values), and
+    ``name``, ``status``, ``variant``, ``classes`` (``data.classes``, comma-joined),
+    ``params`` (searched values), and
     ``folds``: a list of {``fold``, ``dev_wa``, ``dev_ua``, ``test_wa``, ``test_ua``}
     from each fold run's best dev epoch.
     """
@@ -830,6 +831,7 @@ def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
         records.append({
             "run_id": run.info.run_id, "name": run.info.run_name, "status": run.info.status,
             "variant": run.data.tags.get("satn.variant", run.data.params.get("model.variant")),
+            "classes": run.data.params.get("data.classes", ""),
             "params": json.loads(run.data.tags.get("satn.search_params", "{}")),
             "folds": folds})
     return records

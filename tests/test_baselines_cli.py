@@ -142,6 +142,7 @@ def test_fuse_logs_a_run_that_report_and_compare_read(ws, baseline_runs):
     run = client.get_run(fused)
     assert run.data.tags["satn.variant"] == "fusion/svm/logmel_stats+logreg/logmel_stats"
     assert run.data.tags["satn.kind"] == "fusion" and run.info.status == "FINISHED"
+    assert run.data.params["data.classes"] == client.get_run(svm).data.params["data.classes"]
     folds = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{fused}'")
     assert len(folds) == len(client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{svm}'"))

@@ -32,6 +32,23 @@ def test_runs_of_one_variant_pool_their_folds_and_other_searched_values_split_ro
         ("tcn_self", 2, 2), ("tcn_self (train.lr=0.01)", 1, 1)]
 
 
+def test_runs_on_different_class_sets_never_share_a_row():
+    four, eight = "neu,hap,sad,ang", "neu,cal,hap,sad,ang,fea,dis,sur"
+    runs = [{**_run("tcn_self", [0.5]), "classes": four},
+            {**_run("tcn_self", [0.7]), "classes": four},
+            {**_run("tcn_self", [0.3]), "classes": eight}]
+    rows = summarise(runs)
+    assert [(r.label, r.folds) for r in rows] == [("tcn_self [4 classes]", 2),
+                                                  ("tcn_self [8 classes]", 1)]
+    assert rows[0].mean["dev_wa"] == pytest.approx(0.6) and rows[1].mean["dev_wa"] == 0.3
+    # one class set: labels as before
+    assert [r.label for r in summarise(runs[:2])] == ["tcn_self"]
+    # two sets of four: the sets themselves tell the rows apart
+    other = {**_run("tcn_self", [0.1]), "classes": "neu,cal,sad,ang"}
+    assert sorted(r.label for r in summarise(runs[:2] + [other])) == [
+        "tcn_self [neu,cal,sad,ang]", "tcn_self [neu,hap,sad,ang]"]
+
+
 def test_markdown_and_csv_put_the_papers_figure_beside_ours(tmp_path):
     rows = summarise([_run("tcn_self", [0.5, 0.7])])
     path = tmp_path / "p.yaml"
