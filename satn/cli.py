@@ -316,6 +316,16 @@ def predict(audio, model_ref, fmt, tracking_uri, device) -> None:
         sys.exit(1)
 
 
+def _public_uri(uri: str) -> str:
+    """``uri`` without a user name or password in it: it is logged as a run parameter."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+
+
 def _floats(text: str | None, option: str = "--c") -> tuple[float, ...] | None:
     if not text:
         return None
@@ -471,7 +481,7 @@ def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, no_mlflow) -> None
     if no_mlflow:
         return
     runs = {side: {"run_id": f.attrs["run_id"], "name": f.attrs["run_name"],
-                   "variant": f.attrs["variant"] or f.attrs["run_name"], "uri": u}
+                   "variant": f.attrs["variant"] or f.attrs["run_name"], "uri": _public_uri(u)}
             for side, f, u in (("a", a, uri), ("b", b, uri_b))}
     run_id = log_fusion(uri, a.attrs["experiment_id"], result, runs)
     click.echo(f"MLflow run {run_id} in {uri}\n  compare: satn compare {run_id} "
