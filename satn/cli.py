@@ -470,7 +470,7 @@ def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, no_mlflow) -> None
     click.echo(f"{'fold':<14} {'w(A)':>5} {'dev UA':>7} {'test UA':>8} {'A alone':>8} "
                f"{'B alone':>8}")
     for f in result.folds:
-        click.echo(f"{f.name:<14} {f.weight:5.1f} {f.dev.ua:7.3f} {f.test.ua:8.3f} "
+        click.echo(f"{f.name:<14} {f.weight:5.2f} {f.dev.ua:7.3f} {f.test.ua:8.3f} "
                    f"{alone['A'][f.name]:8.3f} {alone['B'][f.name]:8.3f}")
     t = result.test
     click.echo(f"{'mean':<14} {'':>5} {result.dev.ua_mean:7.3f} {t.ua_mean:8.3f} "

@@ -161,7 +161,7 @@ def test_fuse_logs_a_run_that_report_and_compare_read(ws, baseline_runs):
     alone = _satn(ws, "fuse", svm, logreg, "--tracking-uri", _uri(ws), "--weights", "1",
                   "--no-mlflow")
     rows = [ln.split() for ln in alone.splitlines() if re.match(r"fold\d", ln)]
-    assert rows and all(r[1] == "1.0" and r[3] == r[4] for r in rows), alone
+    assert rows and all(r[1] == "1.00" and r[3] == r[4] for r in rows), alone
     bad = subprocess.run([str(SATN), "fuse", svm, logreg, "--tracking-uri", _uri(ws),
                           "--weights", "0.5,2"], cwd=ws, capture_output=True, text=True,
                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
