@@ -51,6 +51,7 @@ class FusedFold:
 class FusionResult:
     classes: tuple[str, ...]
     folds: tuple[FusedFold, ...]
+    grid: tuple[float, ...]             # the weights of run A that dev chose among
 
     @property
     def test(self) -> Aggregate:
@@ -124,7 +125,7 @@ def fuse(frame_a: pd.DataFrame, frame_b: pd.DataFrame,
                                             ys[side], p, classes, side))
         folds.append(FusedFold(name, weight, by_w, scores["dev"], scores["test"],
                                pd.concat(frames, ignore_index=True)))
-    return FusionResult(tuple(classes), tuple(folds))
+    return FusionResult(tuple(classes), tuple(folds), tuple(grid))
 
 
 def _with_fold(frame: pd.DataFrame) -> pd.DataFrame:

@@ -374,12 +374,13 @@ def log_baseline(tracking_uri: str, experiment_id: str, cfg, result, *,
     config = {**cfg.to_dict(), "baseline": {k.split(".", 1)[1]: v
                                             for k, v in bcfg.flat().items()}}
     folds = [_ScoredFold(
-        fr.name, {"satn.held_out": fr.group},
-        {"fold.name": fr.name, "fold.group": fr.group,
-         **{f"fold.n_{k}": v for k, v in fr.sizes.items()}, "baseline.c": fr.c},
-        {"baseline_c": fr.c}, ("dev_ua_by_c", fr.dev_ua_by_c), fr.dev, fr.test,
-        fr.predictions, f"{fr.name} {{side}} ({bcfg.name}, C={fr.c:g})",
-        {"c": fr.c}) for fr in result.folds]
+        name=fr.name, tags={"satn.held_out": fr.group},
+        params={"fold.name": fr.name, "fold.group": fr.group,
+                **{f"fold.n_{k}": v for k, v in fr.sizes.items()}, "baseline.c": fr.c},
+        metrics={"baseline_c": fr.c}, curve=("dev_ua_by_c", fr.dev_ua_by_c), dev=fr.dev,
+        test=fr.test, predictions=fr.predictions,
+        title=f"{fr.name} {{side}} ({bcfg.name}, C={fr.c:g})", summary={"c": fr.c})
+        for fr in result.folds]
     return _log_scored_run(
         _client(tracking_uri), experiment_id, run_name or f"baseline/{bcfg.name}", base_tags,
         params, config, folds, result.classes, bcfg.score_kind, result.summary(),
@@ -401,11 +402,12 @@ def log_fusion(tracking_uri: str, experiment_id: str, result, runs: dict[str, di
                  "satn.folds": ",".join(f.name for f in result.folds)}
     params = {"model.variant": variant, "data.classes": ",".join(result.classes),
               **{f"fusion.{side}_{k}": v for side, r in runs.items() for k, v in r.items()},
-              "fusion.grid": ",".join(f"{w:g}" for w in next(iter(result.folds)).dev_ua_by_weight)}
+              "fusion.grid": ",".join(f"{w:g}" for w in result.grid)}
     folds = [_ScoredFold(
-        f.name, {}, {"fold.name": f.name, "fusion.weight_a": f.weight},
-        {"fusion_weight_a": f.weight}, ("dev_ua_by_weight", f.dev_ua_by_weight), f.dev, f.test,
-        f.predictions, f"{f.name} {{side}} ({variant}, w={f.weight:g})", {"weight_a": f.weight})
+        name=f.name, tags={}, params={"fold.name": f.name, "fusion.weight_a": f.weight},
+        metrics={"fusion_weight_a": f.weight}, curve=("dev_ua_by_weight", f.dev_ua_by_weight),
+        dev=f.dev, test=f.test, predictions=f.predictions,
+        title=f"{f.name} {{side}} ({variant}, w={f.weight:g})", summary={"weight_a": f.weight})
         for f in result.folds]
     return _log_scored_run(
         _client(tracking_uri), experiment_id, run_name or variant, base_tags, params,

@@ -143,6 +143,7 @@ def test_fuse_logs_a_run_that_report_and_compare_read(ws, baseline_runs):
     assert run.data.tags["satn.variant"] == "fusion/svm/logmel_stats+logreg/logmel_stats"
     assert run.data.tags["satn.kind"] == "fusion" and run.info.status == "FINISHED"
     assert run.data.params["data.classes"] == client.get_run(svm).data.params["data.classes"]
+    assert run.data.params["fusion.grid"] == ",".join(f"{i / 10:g}" for i in range(11))
     folds = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{fused}'")
     assert len(folds) == len(client.search_runs(
         [run.info.experiment_id], f"tags.mlflow.parentRunId = '{svm}'"))
