@@ -265,7 +265,9 @@ def _build(load, cfg, fs, root, name, key, uri, report_uri, partial, device, bat
     n_rows = manifest["n_rows"]
     log.info("features: wrote %d utterances to %s", n_rows, uri)
     if problems:
-        shown = "; ".join(f"{p.where}: {p.reason}" for p in problems[:5])
+        # a file name that is no UTF-8 holds surrogates, which a UTF-8 log handler cannot write
+        shown = "; ".join(f"{p.where}: {p.reason}" for p in problems[:5]).encode(
+            "utf-8", "backslashreplace").decode("utf-8")
         more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
         log.warning(
             "features: %d input(s) left out, see %s: %s%s", len(problems), report_uri, shown, more

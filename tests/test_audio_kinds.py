@@ -227,7 +227,7 @@ def test_a_30_minute_48k_stereo_file_reads_and_extracts_with_flat_memory(tmp_pat
     assert float(out[0]) < 10 * output_mb, out[0]
 
 
-def test_a_file_name_that_is_no_utf8_is_a_problem_not_a_crash(tmp_path):
+def test_a_file_name_that_is_no_utf8_is_a_problem_not_a_crash(tmp_path, caplog):
     good = tmp_path / "good.wav"
     sf.write(good, tone(16000), 16000)
     odd_dir = os.fsdecode(bytes(tmp_path) + b"/d\xe9")  # Latin-1 e-acute: no UTF-8
@@ -246,3 +246,7 @@ def test_a_file_name_that_is_no_utf8_is_a_problem_not_a_crash(tmp_path):
     assert "not UTF-8 text" in info.problems[1].reason
     csv_text = (Path(info.uri) / "report.csv").read_text()
     assert "\\udce9" in csv_text and "\\udcff" in csv_text
+    # the warning names both, in text any UTF-8 log handler (a file, a worker's pipe) can write
+    warned = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(warned) == 1 and "\\udce9" in warned[0] and "\\udcff" in warned[0]
+    warned[0].encode("utf-8")
