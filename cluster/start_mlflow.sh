@@ -11,6 +11,9 @@ set -a; . ~/.config/satn/cluster.env; set +a
 mkdir -p /shared/mlflow/artifacts
 host=$(hostname -I | awk '{print $1}')
 export MLFLOW_AUTH_CONFIG_PATH=~/satn/cluster/mlflow_auth.ini
+# MLflow's server-side job runner (GenAI evaluation jobs: a runner and seven consumer
+# processes) has no work from satn; off, the head keeps that memory for Ray
+export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false
 pkill -f "mlflow server" || true   # a restart of the head: one server at a time
 nohup ~/satn-venv/bin/mlflow server --app-name basic-auth --host "$host" --port 5000 \
   --workers 2 --backend-store-uri sqlite:////shared/mlflow/mlflow.db \

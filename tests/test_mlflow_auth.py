@@ -4,6 +4,8 @@ and satn's trials get in with the cluster.env credentials."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,13 +34,15 @@ def auth_server(tmp_path_factory, repo_root_module):
     port = _free_port()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "MLFLOW_AUTH_CONFIG_PATH": str(tmp / "auth.ini"),
            "MLFLOW_AUTH_ADMIN_USERNAME": "satn", "MLFLOW_AUTH_ADMIN_PASSWORD": "s3cret-pass-word",
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 64}
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 64,
+           "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}  # as cluster/start_mlflow.sh
     mlflow = str(Path(sys.executable).with_name("mlflow"))
     proc = subprocess.Popen(
         [mlflow, "server", "--app-name", "basic-auth", "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}",
          "--artifacts-destination", str(tmp / "artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)  # the server's uvicorn worker goes with it at the end
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180
     while time.time() < deadline:
@@ -48,10 +52,10 @@ def auth_server(tmp_path_factory, repo_root_module):
         except (urllib.error.URLError, ConnectionError, OSError):
             time.sleep(1)
     else:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("the MLflow server did not start")
     yield url
-    proc.terminate()
+    os.killpg(proc.pid, signal.SIGTERM)
     proc.wait(timeout=30)
 
 
