@@ -47,6 +47,14 @@ def _satn(ws: Path, *args) -> str:
     return res.stdout
 
 
+def _cli(*args, code: int = 0):
+    """The same command in this process: each command runs once installed (`_satn`); the
+    further calls run here, sparing a fresh process that imports MLflow and torch again."""
+    res = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    assert res.exit_code == code, res.output
+    return res
+
+
 @pytest.fixture(scope="module")
 def baseline_runs(ws):
     out = _satn(ws, "baseline", "--config", ws / "tiny.yaml", "--ray-config",
@@ -119,14 +127,11 @@ def test_neural_runs_keep_predictions_and_compare_reads_both(ws, baseline_runs):
 
     other = ws / "other.db"
     shutil.copy(ws / "mlflow.db", other)
-    apart = _satn(ws, "compare", neural, svm_fold1, "--tracking-uri", _uri(ws),
-                  "--tracking-uri-b", f"sqlite:///{other}", "--resamples", "500")
+    apart = _cli("compare", neural, svm_fold1, "--tracking-uri", _uri(ws),
+                 "--tracking-uri-b", f"sqlite:///{other}", "--resamples", "500").stdout
     assert apart == out
     # the whole baseline against one fold of the neural run: not the same utterances
-    bad = subprocess.run([str(SATN), "compare", neural, svm, "--tracking-uri", _uri(ws),
-                          "--resamples", "200"], cwd=ws, capture_output=True, text=True,
-                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    assert bad.returncode == 1
+    bad = _cli("compare", neural, svm, "--tracking-uri", _uri(ws), "--resamples", "200", code=1)
     assert "Error: the runs' test sides differ" in bad.stderr
     assert "Traceback" not in bad.stderr
 
@@ -153,17 +158,15 @@ def test_fuse_logs_a_run_that_report_and_compare_read(ws, baseline_runs):
     assert run.data.metrics["test_ua_mean"] == pytest.approx(np.mean(uas))
     assert f"UA {np.mean(uas):.3f}" in out.split("fused test")[1]
     # the fused run is a run like any other: reported, and compared utterance by utterance
-    report = _satn(ws, "report", "--tracking-uri", _uri(ws), "--experiment", "bl",
-                   "--layout", "tacn")
+    report = _cli("report", "--tracking-uri", _uri(ws), "--experiment", "bl",
+                  "--layout", "tacn").stdout
     assert "fusion/svm/logmel_stats+logreg/logmel_stats" in report
-    cmp = _satn(ws, "compare", fused, svm, "--tracking-uri", _uri(ws), "--resamples", "200")
+    cmp = _cli("compare", fused, svm, "--tracking-uri", _uri(ws), "--resamples", "200").stdout
     assert "UA: A - B =" in cmp
     # one weight, 1: the fusion is run A's predictions again
-    alone = _satn(ws, "fuse", svm, logreg, "--tracking-uri", _uri(ws), "--weights", "1",
-                  "--no-mlflow")
+    alone = _cli("fuse", svm, logreg, "--tracking-uri", _uri(ws), "--weights", "1",
+                 "--no-mlflow").stdout
     rows = [ln.split() for ln in alone.splitlines() if re.match(r"fold\d", ln)]
     assert rows and all(r[1] == "1.00" and r[3] == r[4] for r in rows), alone
-    bad = subprocess.run([str(SATN), "fuse", svm, logreg, "--tracking-uri", _uri(ws),
-                          "--weights", "0.5,2"], cwd=ws, capture_output=True, text=True,
-                         env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
-    assert bad.returncode == 2 and "weights lie in [0, 1]" in bad.stderr
+    bad = _cli("fuse", svm, logreg, "--tracking-uri", _uri(ws), "--weights", "0.5,2", code=2)
+    assert "weights lie in [0, 1]" in bad.stderr

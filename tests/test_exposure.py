@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import psutil
+import pytest
 import yaml
 from userenv import bare_env, entry_point
 
@@ -48,6 +49,7 @@ def is_loopback(ip: str) -> bool:
     return addr.is_loopback
 
 
+@pytest.mark.slow  # a whole local sweep through the installed command: about a minute
 def test_local_sweep_listens_on_loopback_only_with_token_auth(tmp_path):
     home = tmp_path / "home"
     home.mkdir()

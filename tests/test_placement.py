@@ -35,6 +35,7 @@ def demo(tmp_path_factory):
     return root, cfg, runtime, info.uri
 
 
+@pytest.mark.slow  # five Ray workers, each importing torch: over a minute on 2 cores
 def test_five_folds_train_at_once_in_their_own_workers_on_the_gpus_ray_gave(demo, tmp_path):
     from satn.space import load_space
     from satn.sweep import run_sweep

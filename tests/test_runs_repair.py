@@ -88,6 +88,7 @@ def test_a_sweep_closes_its_own_leftovers(tmp_path):
     assert client.get_run(other).info.status == "RUNNING"
 
 
+@pytest.mark.slow  # a killed `satn train` and the installed repair: over half a minute
 def test_runs_of_a_killed_train_are_repaired_by_the_installed_command(tmp_path):
     """kill -9 of `satn train` leaves its config and fold runs RUNNING; repair marks them all."""
     home = tmp_path / "home"

@@ -70,6 +70,7 @@ print(len(_client(uri).search_experiments()))
 """
 
 
+@pytest.mark.slow  # four processes importing MLflow at once: over half a minute
 def test_processes_opening_a_new_store_together_all_succeed(tmp_path):
     """`satn train` creating its store while another satn process reads it: MLflow's
     schema migrations must not run twice at once (one of them used to die with
