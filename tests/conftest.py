@@ -22,3 +22,25 @@ def shared_corpora() -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Files with slow tests first, each file's own order kept (some files' tests build on
+    the ones before): with `-n ... --dist loadfile` the long end-to-end files start at
+    once and the fast files fill the gaps, rather than one long file running alone at
+    the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_share_of_the_cores_per_worker():
+    """Under pytest-xdist, torch in each worker gets its share of the cores: two workers on
+    two cores with two threads each spend their time waiting on each other. Only this test
+    process's own arithmetic; the commands the tests start choose their threads themselves."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    yield

@@ -4,7 +4,6 @@ and RAVDESS (development machines only) goes from wav files to a trained model."
 from __future__ import annotations
 
 import pytest
-import torch
 
 from satn.config import ExperimentConfig, RuntimeConfig
 from satn.prepare import prepare_dataset
@@ -20,7 +19,6 @@ def _runtime(tmp_path) -> RuntimeConfig:
 
 def test_the_shipped_demo_config_learns_on_every_fold(repo_root, tmp_path):
     """The quick start's corpus and config, shortened: fold-mean test UA well above chance."""
-    torch.set_num_threads(2)
     cfg = ExperimentConfig.from_yaml(repo_root / "experiments" / "demo.yaml").override(
         {"train.epochs": 6, "train.device": "cpu"})
     cfg, info = prepare_dataset(cfg, _runtime(tmp_path), progress=False, echo=lambda s: None)
@@ -32,7 +30,6 @@ def test_the_shipped_demo_config_learns_on_every_fold(repo_root, tmp_path):
 
 
 def test_ravdess_wavs_to_features_to_a_model_that_learns(repo_root, tmp_path, shared_corpora):
-    torch.set_num_threads(2)
     cfg = ExperimentConfig.from_yaml(repo_root / "experiments" / "ravdess.yaml").override(
         {"data.root": str(shared_corpora / "ravdess"), "train.epochs": 6, "train.device": "cpu",
          "selection.inner_k": 0, "recipe.speeds": "[]"})  # one plain model: that it learns
