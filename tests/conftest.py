@@ -24,13 +24,26 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
+# the files whose tests take minutes (`--durations`, 2 cores), longest first; the order
+# only decides the suite's wall time, never a result
+LONGEST = ("test_resume.py", "test_cli_e2e.py", "test_baselines_cli.py", "test_placement.py",
+           "test_slow.py", "test_exposure.py", "test_tacn_e2e.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Files with slow tests first, each file's own order kept (some files' tests build on
-    the ones before): with `-n ... --dist loadfile` the long end-to-end files start at
+    """The longest files first, then the other files with slow tests, then the rest, each
+    file's own order kept (some files' tests build on the ones before). With `-n 3`
+    (`--dist loadfile --no-loadscope-reorder`, pyproject.toml) the long files start at
     once and the fast files fill the gaps, rather than one long file running alone at
     the end."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)
+
+    def rank(item) -> tuple[int, int]:
+        if item.path.name in LONGEST:
+            return 0, LONGEST.index(item.path.name)
+        return (1 if item.path in slow_files else 2), 0
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -4,7 +4,6 @@ MLflow -> predict. Shrunk to a tiny corpus and model so it runs in seconds on a 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -201,8 +200,17 @@ def test_a_checkpoint_that_is_not_one_gets_a_clear_error(tmp_path):
 
 
 def _raylets() -> int:
-    out = subprocess.run(["pgrep", "-f", "raylet"], capture_output=True, text=True).stdout
-    return len(out.split())
+    """Raylets this test process started (the sweep runs in it): other tests' Rays, in
+    other processes at the same time, are not counted."""
+    import psutil
+
+    count = 0
+    for p in psutil.Process().children(recursive=True):
+        try:
+            count += "raylet" in p.name()
+        except psutil.NoSuchProcess:
+            continue
+    return count
 
 
 def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
