@@ -17,6 +17,7 @@ from satn.tracking import _client
 
 TINY = {
     "data": {"corpus": "demo", "demo_per_class": 2},
+    "folds": {"scheme": "speaker_kfold", "k": 3},  # three folds: resuming, not folds, is tested
     "model": {"tcn": {"channels": 8, "dilations": [1]}, "attention": {"heads": 2}},
     "train": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "device": "cpu"},
 }
@@ -76,7 +77,7 @@ def test_a_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
     client, runs = _runs(uri)
     parents = [r for r in runs if r.data.tags.get("satn.level") == "config"]
     folds = [r for r in runs if r.data.tags.get("satn.level") == "fold"]
-    assert len(parents) == 3 and len(folds) == 15  # each trial and fold exactly once
+    assert len(parents) == 3 and len(folds) == 9  # each trial and fold exactly once
     assert {r.info.status for r in runs} == {"FINISHED"}
     for run_id, end in finished_before.items():  # finished trials were not trained again
         assert client.get_run(run_id).info.end_time == end
@@ -132,7 +133,7 @@ def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
     assert "1 trial(s), 0 stopped early, 0 failed" in output
 
     client, runs = _runs(uri)
-    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     run = client.get_run(killed)
     assert run.data.tags.get("satn.resumed") == "1"  # retried in the same runs
     assert sorted({m.step for m in client.get_metric_history(killed, "dev_ua")}) == [1, 2, 3, 4]
