@@ -35,6 +35,7 @@ def _runs(uri: str):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1560)  # its own deadlines bound it: 600 s to the kill, 900 s to resume
 def test_a_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
@@ -102,6 +103,7 @@ def _trial_workers(root: psutil.Process) -> list[psutil.Process]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1560)  # its own deadlines bound it: 600 s to the kill, 900 s to the end
 def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
