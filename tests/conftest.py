@@ -26,8 +26,8 @@ def repo_root() -> Path:
 
 # the files whose tests take minutes (`--durations`, 2 cores), longest first; the order
 # only decides the suite's wall time, never a result
-LONGEST = ("test_resume.py", "test_cli_e2e.py", "test_baselines_cli.py", "test_placement.py",
-           "test_slow.py", "test_exposure.py", "test_tacn_e2e.py")
+LONGEST = ("test_resume.py", "test_cli_e2e.py", "test_resume_retry.py", "test_baselines_cli.py",
+           "test_placement.py", "test_slow.py", "test_exposure.py", "test_tacn_e2e.py")
 
 
 def pytest_collection_modifyitems(config, items):
