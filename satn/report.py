@@ -66,21 +66,33 @@ def _order(variant: str, order: Sequence[str] = TABLE2_ORDER) -> tuple[int, str]
     return (order.index(variant) if variant in order else len(order), variant)
 
 
+# settings that say where or how fast a run went, not what it learned: never split a row
+NOT_IDENTITY = frozenset({"data.root", "train.device", "train.resident", "train.eval_cost",
+                          "train.probe_frames", "transfer.cache"})
+
+
 def summarise(records: Sequence[Mapping[str, Any]], layout: str = "satn") -> list[Row]:
-    """Group config runs by variant, the other searched values and the class set; fold
-    scores pooled.
+    """Group config runs by variant, the other searched values, any other setting that
+    differs between runs of the variant, and the class set; fold scores pooled.
 
     Runs without any scored fold are left out. Runs on different class sets (a store with
     four- and eight-class runs) never share a row; their labels then say which is which.
+    Runs of one variant whose logged config (``config``) differs outside the searched
+    values (a recipe, the epochs) never share a row either: the label names the settings
+    that differ. A setting logged by only some runs (older code) does not split them.
     """
+    scored = [r for r in records if r["folds"]]
+    by_variant: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for r in scored:
+        by_variant.setdefault((str(r["variant"]), str(r.get("classes") or "")), []).append(r)
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
-    for r in records:
-        if not r["folds"]:
-            continue
-        extra = ", ".join(f"{k}={v}" for k, v in sorted(r.get("params", {}).items())
-                          if k != "model.variant")
-        groups.setdefault((str(r["variant"]), extra, str(r.get("classes") or "")),
-                          []).append(r)
+    for (variant, classes), runs in by_variant.items():
+        differ = _differing_settings(runs)
+        for r in runs:
+            searched = {k: v for k, v in r.get("params", {}).items() if k != "model.variant"}
+            settings = {**{k: r["config"][k] for k in differ if k not in searched}, **searched}
+            extra = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+            groups.setdefault((variant, extra, classes), []).append(r)
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(LAYOUTS)}, not {layout!r}")
     columns, order = LAYOUTS[layout]
@@ -99,6 +111,14 @@ def summarise(records: Sequence[Mapping[str, Any]], layout: str = "satn") -> lis
                         len(folds), {c: s[0] for c, s in stats.items()},
                         {c: s[1] for c, s in stats.items()}, _cis(runs, columns)))
     return rows
+
+
+def _differing_settings(runs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The logged settings that all ``runs`` have and that do not all agree, sorted."""
+    configs = [r.get("config") or {} for r in runs]
+    shared = set.intersection(*(set(c) for c in configs)) if configs else set()
+    return sorted(k for k in shared - NOT_IDENTITY - {"model.variant", "data.classes"}
+                  if len({c[k] for c in configs}) > 1)
 
 
 def _class_labels(class_sets: set[str]) -> dict[str, str]:

@@ -796,7 +796,7 @@ def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
     Picks the config runs of ``sweep`` (tag ``satn.sweep``), or those named in
     ``run_ids``, or every config run of ``experiment``. Each record: ``run_id``,
     ``name``, ``status``, ``variant``, ``classes`` (``data.classes``, comma-joined),
-    ``params`` (searched values), and
+    ``params`` (searched values), ``config`` (every logged param, as strings), and
     ``folds``: a list of {``fold``, ``dev_wa``, ``dev_ua``, ``test_wa``, ``test_ua``}
     from each fold run's best dev epoch.
     """
@@ -835,7 +835,7 @@ def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
             "variant": run.data.tags.get("satn.variant", run.data.params.get("model.variant")),
             "classes": run.data.params.get("data.classes", ""),
             "params": json.loads(run.data.tags.get("satn.search_params", "{}")),
-            "folds": folds})
+            "config": dict(run.data.params), "folds": folds})
     return records
 
 

@@ -32,6 +32,29 @@ def test_runs_of_one_variant_pool_their_folds_and_other_searched_values_split_ro
         ("tcn_self", 2, 2), ("tcn_self (train.lr=0.01)", 1, 1)]
 
 
+def test_runs_whose_config_differs_outside_the_search_never_share_a_row():
+    def run(score, **config):
+        base = {"model.variant": "tcn_self", "train.epochs": "10", "recipe.speeds": "",
+                "data.root": "/data/a"}
+        return {**_run("tcn_self", [score]), "config": {**base, **config}}
+
+    runs = [run(0.5), run(0.7, **{"data.root": "/elsewhere"}),  # where the data sat: same row
+            run(0.9, **{"recipe.speeds": "0.9,1.1"}),
+            run(0.3, **{"recipe.speeds": "0.9,1.1", "train.epochs": "20"})]
+    rows = summarise(runs)
+    assert [(r.label, r.runs) for r in rows] == [
+        ("tcn_self (recipe.speeds=, train.epochs=10)", 2),
+        ("tcn_self (recipe.speeds=0.9,1.1, train.epochs=10)", 1),
+        ("tcn_self (recipe.speeds=0.9,1.1, train.epochs=20)", 1)]
+    assert rows[0].mean["dev_wa"] == pytest.approx(0.6)
+    # runs that agree keep the plain label; a setting only newer runs log does not split them
+    newer = {**runs[1], "config": {**runs[1]["config"], "recipe.mixup_alpha": "0.0"}}
+    assert [(r.label, r.runs) for r in summarise([runs[0], newer])] == [("tcn_self", 2)]
+    # a searched value is named once, as searched
+    searched = {**runs[2], "params": {"model.variant": "tcn_self", "recipe.speeds": [0.9, 1.1]}}
+    assert "recipe.speeds=[0.9, 1.1]" in summarise([runs[0], searched])[1].label
+
+
 def test_runs_on_different_class_sets_never_share_a_row():
     four, eight = "neu,hap,sad,ang", "neu,cal,hap,sad,ang,fea,dis,sur"
     runs = [{**_run("tcn_self", [0.5]), "classes": four},

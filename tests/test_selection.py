@@ -161,6 +161,8 @@ def test_an_experiment_with_inner_folds_scores_its_outer_fold_by_their_ensemble(
     record = read_runs(uri, "t")[0]
     assert [f["fold"] for f in record["folds"]] == ["fold1"]
     assert record["folds"][0]["test_ua"] == pytest.approx(result.folds[0].test.ua)
+    # the whole logged config comes along, so a report can tell runs of one variant apart
+    assert record["config"]["selection.inner_k"] == "2"
 
 
 def test_training_one_outer_fold_by_name_brings_all_its_members_and_a_member_alone():
