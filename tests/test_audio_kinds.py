@@ -147,7 +147,7 @@ def test_a_long_recording_is_batched_alone(tmp_path, monkeypatch):
     real = FeatureExtractor.__call__
     monkeypatch.setattr(FeatureExtractor, "__call__",
                         lambda self, w: sizes.append([x.size for x in w]) or real(self, w))
-    monkeypatch.setattr("satn.store.BATCH_SECONDS", 3)
+    monkeypatch.setattr("satn.store.build.BATCH_SECONDS", 3)
     utts = []
     for i, seconds in enumerate([0.5, 0.5, 0.6, 0.6, 2.5]):
         path = tmp_path / f"{i}.wav"

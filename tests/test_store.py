@@ -386,10 +386,10 @@ def test_store_without_directory_rename(tmp_path, corpus):
 
 
 def test_item_the_extractor_rejects_is_reported_alone(tmp_path, corpus, monkeypatch):
-    import satn.store
+    import satn.store.build
 
     target = sorted(u.path for u in corpus.utterances)[2]
-    real = satn.store.read_audio
+    real = satn.store.build.read_audio
 
     def read(path, sample_rate):
         wave = real(path, sample_rate)
@@ -397,7 +397,7 @@ def test_item_the_extractor_rejects_is_reported_alone(tmp_path, corpus, monkeypa
             wave[5] = np.inf
         return wave
 
-    monkeypatch.setattr(satn.store, "read_audio", read)
+    monkeypatch.setattr(satn.store.build, "read_audio", read)
     info = build(corpus, tmp_path / "store", batch_size=7)
     assert info.n_rows == 6 and [p.where for p in info.problems] == [target]
     assert "non-finite" in info.problems[0].reason
