@@ -128,7 +128,7 @@ def main() -> None:
 @friendly_errors
 def demo_corpus(out: str, per_class: int, seed: int, backend: str) -> None:
     """Write a small synthetic corpus in the IEMOCAP layout to OUT."""
-    from satn.corpora.demo import write_demo_corpus
+    from satn.demo import write_demo_corpus
 
     s = write_demo_corpus(Path(out), per_class=per_class, seed=seed, backend=backend)
     click.echo(f"{s.n_wavs} wav files in {s.root} (backend {s.backend}, {s.seconds:.1f} s)")

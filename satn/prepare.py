@@ -19,7 +19,7 @@ def resolve_corpus(cfg: ExperimentConfig, runtime: RuntimeConfig,
     """Fill in ``data.root``; for the demo corpus, generate it first (seconds, once)."""
     data = cfg.data
     if data.corpus == "demo":
-        from satn.corpora.demo import write_demo_corpus
+        from satn.demo import write_demo_corpus
 
         root = Path(data.root or Path(runtime.data_dir) / "demo-corpus").resolve()
         summary = write_demo_corpus(root, per_class=data.demo_per_class, seed=data.demo_seed)

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 
 from satn.config import ConfigError
-from satn.corpora import synth
-from satn.corpora.demo import MARKER, write_demo_corpus
 from satn.corpora.iemocap import load_iemocap
+from satn.demo import MARKER, synth, write_demo_corpus
 
 PER_CLASS = 2  # small: 40 * (2 + 1) + 25 = 145 wavs per corpus
 LABEL_LINE = re.compile(

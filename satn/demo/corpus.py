@@ -21,7 +21,7 @@ also has, in improvised dialogs only, turns that no protocol counts: per speaker
 (``M: Yeah.``, ``F:Umm.``). Wav files: ``40 * (per_class + scripted_per_class)``, plus
 25 with quirks.
 
-The audio is synthetic (see :mod:`satn.corpora.synth` and docs/demo-corpus.md): it
+The audio is synthetic (see :mod:`satn.demo.synth` and docs/demo-corpus.md): it
 carries emotion cues a model can learn, and says nothing about real emotion recognition.
 """
 
@@ -42,7 +42,7 @@ from types import MappingProxyType
 import numpy as np
 
 from satn.config import DEFAULT_CLASSES, ConfigError
-from satn.corpora import synth
+from satn.demo import synth
 
 DEMO_VERSION = 1  # bump when the generator's output changes: old corpora are rewritten
 MARKER = "demo.json"
