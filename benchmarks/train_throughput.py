@@ -1,7 +1,7 @@
 """Training throughput over the folds: per variant, CPU vs GPU, folds in turn or packed,
 trials packed.
 
-Runs the real runner and engine (``satn.runner.Experiment``) on synthetic
+Runs the real runner and engine (``satn.runner.CrossValidation``) on synthetic
 features of IEMOCAP's size: by default 2943 utterances (SATN's improvised set)
 of 120 values per frame, lengths drawn around IEMOCAP's (mean ~4.5 s = 450
 frames, clipped to 100..2000), 5 sessions x 2 speakers, four classes. Only the
@@ -46,7 +46,7 @@ from satn.batching import SequenceDataset
 from satn.config import ExperimentConfig
 from satn.engine import evaluate
 from satn.models import build_model
-from satn.runner import Experiment
+from satn.runner import CrossValidation
 
 CLASSES = ("neu", "hap", "sad", "ang")
 LEVERS = {"fp32": {}, "bf16": {"train.precision": "bf16"}, "compile": {"train.compile": True},
@@ -81,7 +81,7 @@ class SyntheticFeatures:
 
 def measure(data: SyntheticFeatures, cfg: ExperimentConfig, fold_workers: int,
             trials: int = 1) -> dict:
-    exps = [Experiment(cfg, data, fold_workers=fold_workers) for _ in range(trials)]
+    exps = [CrossValidation(cfg, data, fold_workers=fold_workers) for _ in range(trials)]
     n_train = sum(len(pf.fold.train) for pf in exps[0].prepared)
     stamps: list[list[float]] = [[] for _ in exps]
 
@@ -89,10 +89,10 @@ def measure(data: SyntheticFeatures, cfg: ExperimentConfig, fold_workers: int,
         def __init__(self, k: int):
             self.k = k
 
-        def on_start(self, experiment) -> None:
+        def on_start(self, cv) -> None:
             stamps[self.k].append(time.perf_counter())
 
-        def on_epoch(self, experiment, epoch, stats, final) -> None:
+        def on_epoch(self, cv, epoch, stats, final) -> None:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             stamps[self.k].append(time.perf_counter())

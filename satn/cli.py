@@ -229,7 +229,7 @@ def train(config_path, corpus, root, protocol, sets, runtime_path, variant, fold
           device, tracking_uri, no_mlflow) -> None:
     """Train one configuration in-process (no Ray), for debugging a trial."""
     from satn.prepare import prepare_dataset
-    from satn.runner import Experiment
+    from satn.runner import CrossValidation
     from satn.store import open_dataset
 
     cfg = load_experiment(config_path, corpus, root, protocol, sets)
@@ -238,7 +238,7 @@ def train(config_path, corpus, root, protocol, sets, runtime_path, variant, fold
     runtime = load_runtime(runtime_path)
     cfg = resolve_teacher(cfg, runtime, tracking_uri)
     cfg, info = prepare_dataset(cfg, runtime, echo=click.echo)
-    experiment = Experiment(cfg, open_dataset(info.uri), folds=list(fold_ids) or None)
+    experiment = CrossValidation(cfg, open_dataset(info.uri), folds=list(fold_ids) or None)
     observers = [ConsoleObserver()]
     if not no_mlflow:
         from satn.tracking import MlflowObserver, default_tracking_uri, ensure_experiment, ui_hint

@@ -311,7 +311,7 @@ class FoldTrainer:
         """``aux``: extra loss terms (attention transfer); ``recipe``: augmentation, label
         smoothing and chunked evaluation (default: none); ``n_bands``: mel bands per
         channel of log-mel frames, for frequency masks; ``levels``: gain and noise of
-        training batches (``satn.runner.levels_for``)."""
+        training batches (``satn.folddata.levels_for``)."""
         self.data, self.cfg = data, cfg
         use_deterministic(cfg.deterministic)
         self.aux = tuple(aux)

@@ -66,7 +66,7 @@ class SchedulerSpec:
 class SearchSpace:
     name: str
     description: str = ""
-    metric: str = "dev_ua_best"  # a key of Experiment.epoch_summary
+    metric: str = "dev_ua_best"  # a key of CrossValidation.epoch_summary
     mode: str = "max"
     num_samples: int = 8  # trials (with grid params: per grid point)
     # optuna: seeded TPE; random: Ray's variant generator (grid points x num_samples)

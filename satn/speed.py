@@ -13,7 +13,7 @@ marked ``<id>@sp<f>``, beside the original in its features folder. The factor is
 of the extractor's description and so of the dataset key: nothing mixes, and a second
 build, run or sweep trial finds the variant cached. An audio file that cannot be read
 (or is too short once sped up) is reported in that variant's ``report.json`` and left
-out, as in the original build. Only :func:`satn.runner.prepare_folds` decides where the
+out, as in the original build. Only :func:`satn.folddata.prepare_folds` decides where the
 rows go: the training side, never dev or test.
 """
 

@@ -1,7 +1,7 @@
 """Ray Tune + Optuna sweeps: the only module of satn that imports ray.tune or optuna.
 
 One Tune trial is one configuration trained over all its folds
-(:class:`satn.runner.Experiment`). After every epoch the trial reports the
+(:class:`satn.runner.CrossValidation`). After every epoch the trial reports the
 fold-mean dev UA so ASHA can stop poor configurations early; Optuna's seeded
 TPE proposes the next configurations. Each trial logs itself to MLflow; the
 driver creates the MLflow experiment first and afterwards marks the runs of
@@ -183,7 +183,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
     import torch
     from ray import tune
 
-    from satn.runner import Experiment
+    from satn.runner import CrossValidation
     from satn.store import open_dataset
     from satn.tracking import MlflowObserver
 
@@ -200,11 +200,11 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
     trial = ctx.get_trial_name() or "trial"
     if placement == "workers":
         folds = RemoteFolds(cfg, dataset_uri, fold_threads)
-        experiment = Experiment(cfg, open_dataset(dataset_uri), trainers=folds,
+        cv = CrossValidation(cfg, open_dataset(dataset_uri), trainers=folds,
                                 fold_workers=64)  # threads here only wait on the workers
-        experiment.placement.update(folds.placement)
+        cv.placement.update(folds.placement)
     else:
-        experiment = Experiment(cfg, open_dataset(dataset_uri), fold_workers=fold_workers)
+        cv = CrossValidation(cfg, open_dataset(dataset_uri), fold_workers=fold_workers)
     tracker = MlflowObserver(tracking_uri, experiment_id, run_name=run_name(sweep, cfg, params),
                              tags={
                                  "satn.sweep": sweep, "satn.trial": ctx.get_trial_id() or trial,
@@ -214,15 +214,15 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
     if restored is not None:  # a resumed sweep, or a retry after this trial's worker died
         with restored.as_directory() as folder:
             state = torch.load(Path(folder) / TRIAL_STATE, weights_only=False)
-        experiment.load_state(state["folds"])
+        cv.load_state(state["folds"])
         tracker.resume(state["mlflow_parent"], state["mlflow_folds"])
 
     class Report:
-        def on_start(self, experiment: Experiment) -> None:
+        def on_start(self, cv: CrossValidation) -> None:
             pass
 
-        def on_epoch(self, experiment, epoch, stats, final) -> None:
-            metrics: dict[str, Any] = experiment.epoch_summary(stats)
+        def on_epoch(self, cv, epoch, stats, final) -> None:
+            metrics: dict[str, Any] = cv.epoch_summary(stats)
             if final is not None:
                 metrics.update(final.summary())
             metrics = {k: float(v) for k, v in metrics.items() if _is_number(v)}
@@ -232,20 +232,20 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
             with tempfile.TemporaryDirectory() as folder:
                 # every fold's weights, optimiser, epoch and best so far: a restored or
                 # retried trial continues from here, in the same MLflow runs
-                torch.save({"folds": experiment.state(), "mlflow_parent": tracker.parent_id,
+                torch.save({"folds": cv.state(), "mlflow_parent": tracker.parent_id,
                             "mlflow_folds": tracker.fold_runs}, Path(folder) / TRIAL_STATE)
                 # ASHA may stop the trial inside this call: MLflow has been written already
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
     try:
-        experiment.run([tracker, Report()])
+        cv.run([tracker, Report()])
     except Exception:
         tracker.fail()
         raise
 
 
 class RemoteFolds:
-    """Trainer factory for ``Experiment``: each fold as a Ray actor in bundle i + 1 of the
+    """Trainer factory for ``CrossValidation``: each fold as a Ray actor in bundle i + 1 of the
     trial's placement group (bundle 0 is the trial itself)."""
 
     def __init__(self, cfg: ExperimentConfig, dataset_uri: str, threads: int):
@@ -279,7 +279,7 @@ class FoldWorker:
         import ray
         import torch
 
-        from satn.runner import Experiment
+        from satn.runner import CrossValidation
         from satn.store import open_dataset
 
         torch.set_num_threads(threads)  # the CPUs Ray gave this fold: no oversubscription
@@ -294,8 +294,8 @@ class FoldWorker:
             raise ConfigError(f"train.device={device} but Ray gave fold {fold} no GPU "
                               f"(resources.per_fold.gpu)")
         config = config.override({"train.device": device})
-        experiment = Experiment(config, open_dataset(dataset_uri), folds=[fold])
-        self.trainer = experiment.trainers[fold]
+        cv = CrossValidation(config, open_dataset(dataset_uri), folds=[fold])
+        self.trainer = cv.trainers[fold]
         self.placement = {
             "pid": os.getpid(), "node": ray.get_runtime_context().get_node_id(),
             "gpu_ids": [str(g) for g in gpus], "threads": torch.get_num_threads(),

@@ -25,8 +25,9 @@ import yaml
 
 from satn.engine import EpochStats
 from satn.errors import InputError
+from satn.folddata import eval_labels
 from satn.plots import attention_png, confusion_png
-from satn.runner import Experiment, ExperimentResult, eval_labels
+from satn.runner import CrossValidation, CrossValidationResult
 from satn.safenames import safe_names, write_index
 
 DEFAULT_EXPERIMENT = "satn"
@@ -138,7 +139,7 @@ def ui_hint(tracking_uri: str) -> str:
 
 
 class MlflowObserver:
-    """Logs an :class:`Experiment` (runner observer) to MLflow."""
+    """Logs an :class:`CrossValidation` (runner observer) to MLflow."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, run_name: str,
                  tags: dict[str, str] | None = None):
@@ -167,17 +168,17 @@ class MlflowObserver:
             self.client.set_tag(run_id, "satn.resumed", str(int(tags.get("satn.resumed", 0)) + 1))
 
     # ------------------------------------------------------------ observer hooks
-    def on_start(self, experiment: Experiment) -> None:
+    def on_start(self, cv: CrossValidation) -> None:
         if self.parent_id is not None:  # resumed: the runs exist
             return
-        cfg = experiment.cfg
-        manifest = experiment.dataset_manifest
+        cfg = cv.cfg
+        manifest = cv.dataset_manifest
         tags = {
             "satn.variant": cfg.model.variant,
             "satn.corpus": str(manifest.get("corpus", cfg.data.corpus)),
             "satn.protocol": cfg.data.protocol,
             "satn.features_key": str(manifest.get("key", "")),
-            "satn.folds": ",".join(experiment.fold_names),
+            "satn.folds": ",".join(cv.fold_names),
             **self.tags,
         }
         parent = self.client.create_run(self.experiment_id, run_name=self.run_name,
@@ -189,7 +190,7 @@ class MlflowObserver:
             path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
             self.client.log_artifact(self.parent_id, str(path))
         ensembles = cfg.selection.ensembles
-        for pf in experiment.prepared:
+        for pf in cv.prepared:
             name = pf.fold.name
             # with an ensemble per outer fold, the fold runs are the ensembles' (logged at
             # the end), and each model's run is a member of one
@@ -206,8 +207,8 @@ class MlflowObserver:
                 "fold.n_train": len(pf.fold.train), "fold.n_dev": len(pf.fold.dev),
                 "fold.n_test": len(pf.fold.test), "fold.probes": ",".join(pf.data.probe_ids)})
 
-    def on_epoch(self, experiment: Experiment, epoch: int, stats: dict[str, EpochStats],
-                 final: ExperimentResult | None) -> None:
+    def on_epoch(self, cv: CrossValidation, epoch: int, stats: dict[str, EpochStats],
+                 final: CrossValidationResult | None) -> None:
         from mlflow.entities import Metric
 
         now = _now_ms()
@@ -218,19 +219,19 @@ class MlflowObserver:
             # each loss term by name (L_SER, L_AT, ...), on both sides, beside the totals
             metrics.update({f"train_loss_{k}": v for k, v in s.train_losses.items()})
             metrics.update({f"dev_loss_{k}": v for k, v in s.dev_losses.items()})
-            where = experiment.placement.get(name)
+            where = cv.placement.get(name)
             if where and epoch == 1:  # which worker, node and GPU trained it, and when
                 self.client.set_tag(self.fold_runs[name], "satn.placement",
                                     json.dumps(where, default=str))
             self.client.log_batch(self.fold_runs[name], metrics=[
                 Metric(k, float(v), now, epoch) for k, v in metrics.items()])
             if s.improved:
-                self._log_best(experiment, name)
-        summary = experiment.epoch_summary(stats)
+                self._log_best(cv, name)
+        summary = cv.epoch_summary(stats)
         self.client.log_batch(self.parent_id, metrics=[
             Metric(k, float(v), now, epoch) for k, v in summary.items()])
         if final is not None:
-            self._finish(experiment, final)
+            self._finish(cv, final)
 
     # ------------------------------------------------------------ helpers
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
@@ -240,17 +241,17 @@ class MlflowObserver:
         for i in range(0, len(items), 100):  # MLflow's per-batch limit
             self.client.log_batch(run_id, params=items[i:i + 100])
 
-    def _log_best(self, experiment: Experiment, name: str) -> None:
+    def _log_best(self, cv: CrossValidation, name: str) -> None:
         """Checkpoint, confusion matrices and attention maps of a fold's new best epoch."""
         from mlflow.entities import Metric
 
         from satn.checkpoint import save_checkpoint
 
         run_id = self.fold_runs[name]
-        trainer = experiment.trainers[name]
-        pf = next(p for p in experiment.prepared if p.fold.name == name)
+        trainer = cv.trainers[name]
+        pf = next(p for p in cv.prepared if p.fold.name == name)
         best = trainer.best
-        classes = experiment.classes
+        classes = cv.classes
         now = _now_ms()
         metrics = {"best_epoch": best.epoch,
                    **{f"best_dev_{k}": v for k, v in _scalars(best.dev).items()},
@@ -259,18 +260,18 @@ class MlflowObserver:
             Metric(k, float(v), now, best.epoch) for k, v in metrics.items()])
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            save_checkpoint(tmp / "best.pt", best.state_dict, cfg=experiment.cfg,
+            save_checkpoint(tmp / "best.pt", best.state_dict, cfg=cv.cfg,
                             classes=classes, normalizer=pf.normalizer,
-                            frame_shape=experiment.frame_shape,
+                            frame_shape=cv.frame_shape,
                             extra={"fold": name, "epoch": best.epoch,
                                    "dev": _scalars(best.dev), "test": _scalars(best.test),
-                                   "features_key": experiment.dataset_manifest.get("key")})
+                                   "features_key": cv.dataset_manifest.get("key")})
             self.client.log_artifact(run_id, str(tmp / "best.pt"), "checkpoint")
             conf = _confusions(tmp, classes, best.dev, best.test,
                                f"{name} {{side}} (epoch {best.epoch})")
             self.client.log_artifacts(run_id, str(conf), "confusion")
             if best.evaluations:
-                _write_neural_predictions(experiment, pf, best.evaluations, tmp / "predictions")
+                _write_neural_predictions(cv, pf, best.evaluations, tmp / "predictions")
                 self.client.log_artifacts(run_id, str(tmp / "predictions"), "predictions")
             if best.attention:
                 att = tmp / "attention"
@@ -284,7 +285,7 @@ class MlflowObserver:
                 write_index(att, names)
                 self.client.log_artifacts(run_id, str(att), "attention")
 
-    def _finish(self, experiment: Experiment, result: ExperimentResult) -> None:
+    def _finish(self, cv: CrossValidation, result: CrossValidationResult) -> None:
         from mlflow.entities import Metric
 
         now = _now_ms()
@@ -294,7 +295,7 @@ class MlflowObserver:
                                                    for k, v in _final_metrics(fr).items()])
             self.client.set_terminated(run_id, "FINISHED")
         for fr in result.folds if result.ensembles else ():
-            self._log_ensemble(experiment, fr, result.ensembles[fr.name])
+            self._log_ensemble(cv, fr, result.ensembles[fr.name])
         summary = result.summary()
         self.client.log_batch(self.parent_id, metrics=[
             Metric(k, float(v), now, 0) for k, v in summary.items() if np.isscalar(v)])
@@ -311,13 +312,13 @@ class MlflowObserver:
             self.client.log_artifacts(self.parent_id, str(tmp), "results")
         self.client.set_terminated(self.parent_id, "FINISHED")
 
-    def _log_ensemble(self, experiment: Experiment, fr, evaluations) -> None:
+    def _log_ensemble(self, cv: CrossValidation, fr, evaluations) -> None:
         """An outer fold scored by several models: a fold run of its own with the combined
         figures, confusion matrices and per-utterance predictions (``satn compare``)."""
         from mlflow.entities import Metric
 
-        cfg = experiment.cfg
-        group = experiment.outer_folds()[fr.name]
+        cfg = cv.cfg
+        group = cv.outer_folds()[fr.name]
         parent = self.client.get_run(self.parent_id).data.tags
         tags = {k: v for k, v in parent.items() if k.startswith("satn.") and k != "satn.level"}
         run_id = self.client.create_run(
@@ -335,16 +336,16 @@ class MlflowObserver:
                                                for k, v in metrics.items()])
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            conf = _confusions(tmp, experiment.classes, fr.dev, fr.test,
+            conf = _confusions(tmp, cv.classes, fr.dev, fr.test,
                                f"{fr.name} {{side}} (ensemble of {len(group)})")
             self.client.log_artifacts(run_id, str(conf), "confusion")
-            _write_predictions_of(experiment, evaluations, eval_labels(group),
+            _write_predictions_of(cv, evaluations, eval_labels(group),
                                   tmp / "predictions")
             self.client.log_artifacts(run_id, str(tmp / "predictions"), "predictions")
         self.client.set_terminated(run_id, "FINISHED")
 
     def fail(self, status: str = "FAILED") -> None:
-        """Mark the runs of an experiment that did not finish (error or early stop)."""
+        """Mark the runs of a cross-validation that did not finish (error or early stop)."""
         for run_id in [*self.fold_runs.values(), self.parent_id]:
             if run_id and self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_terminated(run_id, status)
@@ -580,12 +581,12 @@ def find_checkpoint(tracking_uri: str, run_id: str, dest: str | Path) -> Path:
     return Path(path)
 
 
-def _write_neural_predictions(experiment: Experiment, pf, evaluations, folder: Path) -> None:
+def _write_neural_predictions(cv: CrossValidation, pf, evaluations, folder: Path) -> None:
     """The best epoch's dev and test probabilities of one fold as ``folder/predictions.parquet``."""
-    _write_predictions_of(experiment, evaluations, eval_labels([pf]), folder)
+    _write_predictions_of(cv, evaluations, eval_labels([pf]), folder)
 
 
-def _write_predictions_of(experiment: Experiment, evaluations, labels: dict[str, int],
+def _write_predictions_of(cv: CrossValidation, evaluations, labels: dict[str, int],
                           folder: Path) -> None:
     """``evaluations`` (side -> Evaluation) as ``folder/predictions.parquet``."""
     import pandas as pd
@@ -593,8 +594,8 @@ def _write_predictions_of(experiment: Experiment, evaluations, labels: dict[str,
     from satn.predictions import FILE, predictions_frame, write_predictions
 
     folder.mkdir()
-    frames = [predictions_frame(ev.ids, [experiment.speakers[u] for u in ev.ids],
-                                [labels[u] for u in ev.ids], ev.probs, experiment.classes, side)
+    frames = [predictions_frame(ev.ids, [cv.speakers[u] for u in ev.ids],
+                                [labels[u] for u in ev.ids], ev.probs, cv.classes, side)
               for side, ev in evaluations.items()]
     write_predictions(pd.concat(frames, ignore_index=True), folder / FILE, "probability")
 

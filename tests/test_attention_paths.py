@@ -12,7 +12,7 @@ from satn.engine import evaluate, loss_terms
 from satn.models import build_model
 from satn.models.attention import MultiHeadSelfAttention
 from satn.models.masking import length_mask
-from satn.runner import Experiment
+from satn.runner import CrossValidation
 
 LENGTHS = [37, 90, 12, 64]
 
@@ -116,7 +116,7 @@ def test_training_and_evaluation_build_no_map_and_probes_do(monkeypatch):
     cfg = ExperimentConfig().override({
         "model.tcn.channels": 16, "model.attention.heads": 2, "model.tcn.dilations": "1,2",
         "train.epochs": 1, "train.batch_size": 16, "train.device": "cpu"})
-    exp = Experiment(cfg, MemoryDataset(per_speaker_class=2), folds=[1])
+    exp = CrossValidation(cfg, MemoryDataset(per_speaker_class=2), folds=[1])
     exp.run()
     by_phase = {p: [c for c in spy.calls if c[0] == p] for p in ("train", "evaluate", "probe")}
     assert all(by_phase.values())

@@ -97,13 +97,13 @@ def test_checkpoint_round_trip_gives_the_same_predictions(workspace, tmp_path):
     from satn.config import ExperimentConfig, RuntimeConfig
     from satn.predict import predict_files
     from satn.prepare import prepare_dataset
-    from satn.runner import Experiment
+    from satn.runner import CrossValidation
     from satn.store import open_dataset
 
     cfg = ExperimentConfig.from_yaml(workspace / "tiny.yaml")
     cfg, info = prepare_dataset(cfg, RuntimeConfig.from_yaml(workspace / "runtime.yaml"),
                                 progress=False, echo=lambda s: None)
-    exp = Experiment(cfg, open_dataset(info.uri), folds=[2])
+    exp = CrossValidation(cfg, open_dataset(info.uri), folds=[2])
     exp.run()
     trainer, pf = exp.trainers["fold2"], exp.prepared[0]
     path = save_checkpoint(tmp_path / "best.pt", trainer.best.state_dict, cfg=cfg,

@@ -69,7 +69,7 @@ def test_unlabelled_corpus_goes_through_the_store(tmp_path):
 
 def test_unlabelled_dataset_cannot_train_a_classifier(tmp_path):
     from satn.config import ExperimentConfig
-    from satn.runner import prepare_folds
+    from satn.folddata import prepare_folds
     from satn.store import build_dataset, open_dataset
 
     load = load_arctic(_corpus(tmp_path / "arctic"))

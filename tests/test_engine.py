@@ -7,7 +7,8 @@ from fakes import MemoryDataset
 
 from satn.config import ExperimentConfig
 from satn.engine import class_weights
-from satn.runner import Experiment, pick_probes
+from satn.folddata import pick_probes
+from satn.runner import CrossValidation
 
 
 def _cfg(**over):
@@ -22,11 +23,11 @@ class Recorder:
     def __init__(self):
         self.started, self.epochs, self.final = 0, [], None
 
-    def on_start(self, experiment):
+    def on_start(self, cv):
         self.started += 1
 
-    def on_epoch(self, experiment, epoch, stats, final):
-        self.epochs.append((epoch, experiment.epoch_summary(stats), set(stats)))
+    def on_epoch(self, cv, epoch, stats, final):
+        self.epochs.append((epoch, cv.epoch_summary(stats), set(stats)))
         if final is not None:
             assert self.final is None
             self.final = final
@@ -35,7 +36,7 @@ class Recorder:
 def test_learns_a_learnable_task_on_every_fold():
     torch.set_num_threads(1)
     rec = Recorder()
-    result = Experiment(_cfg(), MemoryDataset()).run([rec])
+    result = CrossValidation(_cfg(), MemoryDataset()).run([rec])
     assert len(result.folds) == 5
     assert result.test.ua_mean > 0.7  # chance is 0.25
     assert rec.started == 1 and [e for e, _, _ in rec.epochs] == list(range(1, 7))
@@ -43,7 +44,7 @@ def test_learns_a_learnable_task_on_every_fold():
 
 
 def test_test_is_scored_at_the_best_dev_epoch():
-    exp = Experiment(_cfg(**{"train.epochs": 4}), MemoryDataset(), folds=[1])
+    exp = CrossValidation(_cfg(**{"train.epochs": 4}), MemoryDataset(), folds=[1])
     exp.run()
     trainer = exp.trainers["fold1"]
     dev_uas = [s.dev.ua for s in trainer.history]
@@ -61,16 +62,16 @@ def test_test_is_scored_at_the_best_dev_epoch():
 
 
 def test_same_seed_same_result_and_folds_by_name():
-    a = Experiment(_cfg(**{"train.epochs": 2}), MemoryDataset(), folds=["fold2"]).run()
-    b = Experiment(_cfg(**{"train.epochs": 2}), MemoryDataset(), folds=[2]).run()
+    a = CrossValidation(_cfg(**{"train.epochs": 2}), MemoryDataset(), folds=["fold2"]).run()
+    b = CrossValidation(_cfg(**{"train.epochs": 2}), MemoryDataset(), folds=[2]).run()
     assert a.folds[0].name == "fold2" and a.folds[0].test.ua == b.folds[0].test.ua
     assert np.array_equal(a.folds[0].test.confusion, b.folds[0].test.confusion)
-    both = Experiment(_cfg(**{"train.epochs": 1}), MemoryDataset(), folds=[2, "fold2", 1])
+    both = CrossValidation(_cfg(**{"train.epochs": 1}), MemoryDataset(), folds=[2, "fold2", 1])
     assert both.fold_names == ["fold2", "fold1"]
 
 
 def test_patience_stops_a_fold_early():
-    exp = Experiment(_cfg(**{"train.epochs": 30, "train.patience": 1, "train.lr": 1e-7}),
+    exp = CrossValidation(_cfg(**{"train.epochs": 30, "train.patience": 1, "train.lr": 1e-7}),
                      MemoryDataset(per_speaker_class=2), folds=[1])
     exp.run()
     assert exp.trainers["fold1"].epoch < 30
@@ -81,7 +82,7 @@ def test_a_fold_trains_the_same_alone_beside_others_and_in_threads():
     cfg = _cfg(**{"train.epochs": 2, "model.dropout": 0.3})
 
     def fold2_losses(**kw):
-        exp = Experiment(cfg, MemoryDataset(), **kw)
+        exp = CrossValidation(cfg, MemoryDataset(), **kw)
         exp.run()
         return [s.train_loss for s in exp.trainers["fold2"].history]
 
@@ -90,13 +91,13 @@ def test_a_fold_trains_the_same_alone_beside_others_and_in_threads():
     assert fold2_losses(folds=[1, 2], fold_workers=2) == alone
     assert fold2_losses(folds=[2], fold_workers=1) == alone
     # and the dropout is really on: another seed draws other masks
-    other = Experiment(cfg.override({"train.seed": 1}), MemoryDataset(), folds=[2])
+    other = CrossValidation(cfg.override({"train.seed": 1}), MemoryDataset(), folds=[2])
     other.run()
     assert [s.train_loss for s in other.trainers["fold2"].history] != alone
 
 
 def test_normaliser_sees_the_training_side_only():
-    exp = Experiment(_cfg(**{"train.epochs": 1}), MemoryDataset(), folds=[1])
+    exp = CrossValidation(_cfg(**{"train.epochs": 1}), MemoryDataset(), folds=[1])
     pf = exp.prepared[0]
     ds = MemoryDataset()
     train_rows = [i for i, u in enumerate(ds.meta["id"]) if u in set(pf.fold.train)]
@@ -122,7 +123,7 @@ def test_probes_are_class_balanced_and_fixed():
 def test_trains_on_a_gpu_and_padding_still_changes_nothing():
     from satn.engine import evaluate
 
-    exp = Experiment(_cfg(**{"train.epochs": 3, "train.device": "cuda",
+    exp = CrossValidation(_cfg(**{"train.epochs": 3, "train.device": "cuda",
                              "model.dropout": 0.2}), MemoryDataset(), folds=[1, 2],
                      fold_workers=2)
     result = exp.run()

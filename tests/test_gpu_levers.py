@@ -16,7 +16,7 @@ from satn.config import ConfigError, ExperimentConfig, TrainConfig
 from satn.engine import evaluate
 from satn.models import build_model
 from satn.resident import ResidentFeatures, ResidentLoader
-from satn.runner import Experiment
+from satn.runner import CrossValidation
 
 
 def _cfg(**over):
@@ -39,7 +39,7 @@ def test_each_lever_is_checked_with_one_line_naming_it(key, value):
 
 def _run(folds=(1,), **over):
     torch.set_num_threads(1)
-    exp = Experiment(_cfg(**over), MemoryDataset(per_speaker_class=3), folds=list(folds))
+    exp = CrossValidation(_cfg(**over), MemoryDataset(per_speaker_class=3), folds=list(folds))
     exp.run()
     return exp
 
@@ -110,7 +110,7 @@ def test_a_compiled_trainer_trains_through_the_wrapper_and_saves_plain_keys(monk
 def test_compiled_training_sees_one_batch_length(monkeypatch, over, crop):
     """Every compiled training batch is padded to the training crop: one shape to compile."""
     _compile_with(monkeypatch, "eager")
-    exp = Experiment(_cfg(**{"train.compile": True, "train.epochs": 1, **over}),
+    exp = CrossValidation(_cfg(**{"train.compile": True, "train.epochs": 1, **over}),
                      MemoryDataset(per_speaker_class=2), folds=[1])
     trainer = exp.trainers["fold1"]
     seen, real = set(), trainer.train_model
@@ -129,12 +129,12 @@ def test_compiled_training_traces_one_graph_with_dropout_on(monkeypatch):
     """The fold's dropout generator would break the graph at every dropout; compiled
     training draws from torch's RNG instead, so the training forward is one graph."""
     _compile_with(monkeypatch, "eager")
-    exp = Experiment(_cfg(**{"train.compile": True, "model.dropout": 0.3}),
+    exp = CrossValidation(_cfg(**{"train.compile": True, "model.dropout": 0.3}),
                      MemoryDataset(per_speaker_class=1), folds=[1])
     model = exp.trainers["fold1"].model.train()
     x, lengths = torch.randn(2, 30, 12), torch.tensor([30, 17])
     assert torch._dynamo.explain(model)(x, lengths).graph_break_count == 0
-    eager = Experiment(_cfg(**{"model.dropout": 0.3}), MemoryDataset(per_speaker_class=1),
+    eager = CrossValidation(_cfg(**{"model.dropout": 0.3}), MemoryDataset(per_speaker_class=1),
                        folds=[1]).trainers["fold1"].model.train()
     assert torch._dynamo.explain(eager)(x, lengths).graph_break_count > 0
 

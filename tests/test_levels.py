@@ -11,7 +11,8 @@ from satn.augment import DB, Levels
 from satn.batching import make_loader
 from satn.config import ConfigError, ExperimentConfig
 from satn.features import hold_last
-from satn.runner import Experiment, levels_for, prepare_folds
+from satn.folddata import levels_for, prepare_folds
+from satn.runner import CrossValidation
 
 M, DELTAS, WIDTH = 5, 2, 5  # bands, delta channels, regression width
 
@@ -175,7 +176,7 @@ def test_fold_levels_map_back_through_the_folds_normalisation(normalisation):
 def test_levels_run_on_training_batches_only():
     cfg = _cfg(**{"recipe.gain_db": 6.0, "recipe.noise_snr_db": 5.0, "features.n_mels": 4,
                   "features.deltas": 2})
-    exp = Experiment(cfg, MemoryDataset(per_speaker_class=1), folds=[1])
+    exp = CrossValidation(cfg, MemoryDataset(per_speaker_class=1), folds=[1])
     trainer = exp.trainers["fold1"]
     calls = []
     inner = trainer.levels
@@ -190,7 +191,7 @@ def test_levels_run_on_training_batches_only():
     assert len(calls) == len(trainer.loader)  # every training batch, and nothing else
     assert all(set(c) <= train_ids for c in calls)
     # dev and test batches are the same bit for bit with the options on or off
-    plain = Experiment(_cfg(**{"features.n_mels": 4, "features.deltas": 2}),
+    plain = CrossValidation(_cfg(**{"features.n_mels": 4, "features.deltas": 2}),
                        MemoryDataset(per_speaker_class=1), folds=[1])
     assert plain.trainers["fold1"].levels is None
     for side in ("dev", "test"):
@@ -224,7 +225,7 @@ def test_a_run_with_gain_and_noise_is_reproducible_from_its_seed():
             "features.deltas": 2, "train.epochs": 1}
 
     def run(seed):
-        exp = Experiment(_cfg(**over, **{"train.seed": seed}), MemoryDataset(per_speaker_class=1),
+        exp = CrossValidation(_cfg(**over, **{"train.seed": seed}), MemoryDataset(per_speaker_class=1),
                          folds=[1])
         exp.run()
         return [s.train_loss for s in exp.trainers["fold1"].history]

@@ -36,7 +36,7 @@ def test_satn_table2_has_the_settings_of_satn_4_3(satn_cfg):
 def test_satn_table2_scores_the_best_dev_epoch_of_adam_on_test(satn_cfg):
     cfg = satn_cfg.override({"features.n_mels": 4, "train.epochs": 2, "train.device": "cpu",
                              "model.tcn.channels": 8, "train.max_frames": "none"})
-    from satn.runner import prepare_folds
+    from satn.folddata import prepare_folds
 
     pf = prepare_folds(MemoryDataset(per_speaker_class=1), cfg, only=[1])[0]
     trainer = FoldTrainer(build_model(cfg.model, (12,), 4), pf.data, cfg.train)

@@ -11,7 +11,7 @@ from satn.significance import fold_scores
 def test_neural_fold_runs_keep_the_best_epochs_predictions(tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from satn.runner import Experiment
+    from satn.runner import CrossValidation
     from satn.tracking import MlflowObserver, ensure_experiment, load_predictions
 
     torch.set_num_threads(1)
@@ -19,7 +19,7 @@ def test_neural_fold_runs_keep_the_best_epochs_predictions(tmp_path):
         "model.tcn.channels": 8, "model.attention.heads": 2, "model.tcn.dilations": "1,2", "train.epochs": 2,
         "train.batch_size": 16, "train.device": "cpu"})
     data = MemoryDataset(per_speaker_class=2)
-    exp = Experiment(cfg, data, folds=[1])
+    exp = CrossValidation(cfg, data, folds=[1])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     obs = MlflowObserver(uri, ensure_experiment(uri, "t"), run_name="t")
     exp.run([obs])

@@ -11,8 +11,9 @@ import satn.engine as engine
 from satn.augment import chunk_starts, mixup, spec_augment
 from satn.config import ConfigError, ExperimentConfig, RecipeConfig
 from satn.engine import chunked_logits, evaluate
+from satn.folddata import prepare_folds, speaker_normalised
 from satn.models import build_model
-from satn.runner import Experiment, prepare_folds, speaker_normalised
+from satn.runner import CrossValidation
 
 
 def _cfg(**over):
@@ -86,7 +87,7 @@ def test_augmentation_runs_on_every_training_utterance_once_and_never_at_evaluat
     monkeypatch.setattr(engine, "spec_augment", spy)
     cfg = _cfg(**{"recipe.time_masks": 1, "recipe.freq_masks": 1, "recipe.mixup_alpha": 0.4,
                   "recipe.freq_mask_bands": 2})
-    exp = Experiment(cfg, MemoryDataset(per_speaker_class=2), folds=[1])
+    exp = CrossValidation(cfg, MemoryDataset(per_speaker_class=2), folds=[1])
     trainer = exp.trainers["fold1"]
     stats = trainer.step()
     assert sum(seen) == len(trainer.data.train)  # training batches only, each item once
@@ -135,12 +136,12 @@ def test_chunked_training_crops_to_the_chunk():
     cfg = _cfg(**{"recipe.chunk_frames": 25})
     data = prepare_folds(MemoryDataset(per_speaker_class=1), cfg, [1])[0].data
     assert data.train.max_frames == 25 and data.dev.max_frames is None
-    assert Experiment(cfg, MemoryDataset(per_speaker_class=1), folds=[1]) \
+    assert CrossValidation(cfg, MemoryDataset(per_speaker_class=1), folds=[1]) \
         .trainers["fold1"].chunk == (25, 12)
 
 
 def test_label_smoothing_reaches_the_loss():
-    exp = Experiment(_cfg(**{"recipe.label_smoothing": 0.1}), MemoryDataset(per_speaker_class=1),
+    exp = CrossValidation(_cfg(**{"recipe.label_smoothing": 0.1}), MemoryDataset(per_speaker_class=1),
                      folds=[1])
     loss = exp.trainers["fold1"].loss_fn
     confident = torch.tensor([[20.0, 0.0, 0.0, 0.0]])

@@ -13,7 +13,7 @@ from satn.engine import Evaluation
 from satn.ensemble import Member, combine, mean_logits
 from satn.folds import Fold, FoldError, make_folds, member_folds
 from satn.metrics import score
-from satn.runner import Experiment
+from satn.runner import CrossValidation
 
 
 def _outer():
@@ -126,7 +126,7 @@ def test_an_experiment_with_inner_folds_scores_its_outer_fold_by_their_ensemble(
 
     torch.set_num_threads(1)
     data = MemoryDataset(per_speaker_class=2)
-    exp = Experiment(_cfg(**{"selection.inner_k": 2, "selection.seeds": 2}), data, folds=[1])
+    exp = CrossValidation(_cfg(**{"selection.inner_k": 2, "selection.seeds": 2}), data, folds=[1])
     assert sorted(exp.fold_names) == ["fold1-in1-s1", "fold1-in1-s2", "fold1-in2-s1",
                                       "fold1-in2-s2"]
     # seeds differ in initialisation, not in data
@@ -168,5 +168,5 @@ def test_an_experiment_with_inner_folds_scores_its_outer_fold_by_their_ensemble(
 def test_training_one_outer_fold_by_name_brings_all_its_members_and_a_member_alone():
     data = MemoryDataset(per_speaker_class=1)
     cfg = _cfg(**{"selection.inner_k": 3})
-    assert len(Experiment(cfg, data, folds=["fold2"]).fold_names) == 3
-    assert Experiment(cfg, data, folds=["fold2-in3"]).fold_names == ["fold2-in3"]
+    assert len(CrossValidation(cfg, data, folds=["fold2"]).fold_names) == 3
+    assert CrossValidation(cfg, data, folds=["fold2-in3"]).fold_names == ["fold2-in3"]

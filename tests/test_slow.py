@@ -7,7 +7,7 @@ import pytest
 
 from satn.config import ExperimentConfig, RuntimeConfig
 from satn.prepare import prepare_dataset
-from satn.runner import Experiment
+from satn.runner import CrossValidation
 from satn.store import open_dataset
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ def test_the_shipped_demo_config_learns_on_every_fold(repo_root, tmp_path):
         {"train.epochs": 6, "train.device": "cpu"})
     cfg, info = prepare_dataset(cfg, _runtime(tmp_path), progress=False, echo=lambda s: None)
     assert info.n_rows == 320 and info.n_problems == 0
-    result = Experiment(cfg, open_dataset(info.uri)).run()
+    result = CrossValidation(cfg, open_dataset(info.uri)).run()
     assert len(result.folds) == 5
     assert result.test.ua_mean > 0.45, result.summary()  # chance is 0.25
     assert min(f.test.ua for f in result.folds) > 0.3
@@ -38,5 +38,5 @@ def test_ravdess_wavs_to_features_to_a_model_that_learns(repo_root, tmp_path, sh
     assert info.n_rows == 448 and info.n_problems == 0
     ds = open_dataset(info.uri)
     assert ds.meta["speaker"].nunique() == 16
-    result = Experiment(cfg, ds, folds=[1]).run()
+    result = CrossValidation(cfg, ds, folds=[1]).run()
     assert result.folds[0].test.ua > 0.3  # chance is 0.25; six epochs on one fold

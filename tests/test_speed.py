@@ -14,7 +14,7 @@ from fakes import MemoryDataset
 from satn.cli import main
 from satn.config import ExperimentConfig, FeatureConfig
 from satn.corpora.base import CorpusLoad, Utterance
-from satn.runner import prepare_folds
+from satn.folddata import prepare_folds
 from satn.speed import (
     original_id,
     perturbed_id,

@@ -8,7 +8,7 @@ from fakes import MemoryDataset
 
 from satn.config import ConfigError, ExperimentConfig, FeatureConfig, TransferConfig
 from satn.models.masking import length_mask
-from satn.runner import Experiment
+from satn.runner import CrossValidation
 from satn.transfer import AttentionTransfer, activation_map, transfer_loss
 
 PAIRS = [("encoder.layer0", "encoder.layer0"), ("attention", "encoder.attention")]
@@ -135,25 +135,25 @@ def test_at_variants_without_a_usable_teacher_fail_with_one_clear_line(tmp_path,
     data = MemoryDataset(per_speaker_class=1)  # 12 dims = 4 mels + deltas
     with pytest.raises(ConfigError, match="tcn_self_at trains with attention transfer: set "
                                           "transfer.teacher"):
-        Experiment(_cfg(), data, folds=[1])
+        CrossValidation(_cfg(), data, folds=[1])
     other = teacher_stand_in.save(tmp_path / "t.pt", FeatureConfig(n_mels=4, hop_ms=20.0))
     with pytest.raises(ConfigError, match="other features than the dataset's.*hop_ms 20.0 vs 10.0"):
-        Experiment(_cfg(**{"transfer.teacher": str(other)}), data, folds=[1])
+        CrossValidation(_cfg(**{"transfer.teacher": str(other)}), data, folds=[1])
     good = teacher_stand_in.save(tmp_path / "g.pt", FeatureConfig(n_mels=4))
     with pytest.raises(ConfigError, match="teacher map 'encoder.layer9'; the teacher gives"):
-        Experiment(_cfg(**{"transfer.teacher": str(good),
+        CrossValidation(_cfg(**{"transfer.teacher": str(good),
                            "transfer.pairs": "encoder.layer0:encoder.layer9"}), data, folds=[1])
     with pytest.raises(ConfigError, match=r"tcn_self_at gives none of the student maps "
                                           r"\['encoder.layer3'\]"):
-        Experiment(_cfg(**{"transfer.teacher": str(good),
+        CrossValidation(_cfg(**{"transfer.teacher": str(good),
                            "transfer.pairs": "encoder.layer3:encoder.layer0"}), data, folds=[1])
     # one pair list for a grid: pairs a variant cannot give are left out of its term
-    exp = Experiment(_cfg(**{"transfer.teacher": str(good), "transfer.pairs":
+    exp = CrossValidation(_cfg(**{"transfer.teacher": str(good), "transfer.pairs":
                              "encoder.layer3:encoder.layer3,encoder.layer1:encoder.layer4"}),
                      data, folds=[1])
     assert exp.trainers["fold1"].aux[0].pairs == [("encoder.layer1", "encoder.layer4")]
     with pytest.raises(ConfigError, match="no teacher at"):
-        Experiment(_cfg(**{"transfer.teacher": str(tmp_path / "none.pt")}), data, folds=[1])
+        CrossValidation(_cfg(**{"transfer.teacher": str(tmp_path / "none.pt")}), data, folds=[1])
 
 
 @pytest.mark.parametrize("variant", ["tcn_self_at", "blstm_soft_at"])
@@ -167,7 +167,7 @@ def test_engine_logs_each_term_and_the_weighted_total_on_both_sides(tmp_path, mo
     over = {"transfer.teacher": str(path), "transfer.weight": 0.5}
     if pairs:
         over["transfer.pairs"] = pairs
-    exp = Experiment(_cfg(variant, **over), MemoryDataset(per_speaker_class=2), folds=[1])
+    exp = CrossValidation(_cfg(variant, **over), MemoryDataset(per_speaker_class=2), folds=[1])
     seen = []
 
     class Rec:
