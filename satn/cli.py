@@ -13,7 +13,14 @@ from pathlib import Path
 
 import click
 
-from satn.config import CORPORA, ConfigError, ExperimentConfig, RuntimeConfig
+from satn.config import (
+    CORPORA,
+    FEATURE_KINDS,
+    PROTOCOLS,
+    ConfigError,
+    ExperimentConfig,
+    RuntimeConfig,
+)
 from satn.errors import InputError
 
 # satn-sweep's exit status: 0 every trial trained (or was stopped early by the scheduler),
@@ -43,7 +50,7 @@ def experiment_options(fn):
                      help="Corpus kind (default: demo, generated on first use)."),
         click.option("--root", default=None,
                      help="Corpus root (IEMOCAP/RAVDESS folder, or the manifest CSV/TSV)."),
-        click.option("--protocol", type=click.Choice(["satn", "full"]), default=None,
+        click.option("--protocol", type=click.Choice(PROTOCOLS), default=None,
                      help="IEMOCAP protocol: satn (improvised, 4 classes) or full."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any config key, e.g. --set model.attention.heads=8 "
@@ -137,7 +144,7 @@ def demo_corpus(out: str, per_class: int, seed: int, backend: str) -> None:
 @main.command()
 @experiment_options
 @click.option("--out", default=None, help="Features directory (default: from ray_config.yaml).")
-@click.option("--kind", type=click.Choice(["logmel", "spectrogram_segments"]), default=None)
+@click.option("--kind", type=click.Choice(FEATURE_KINDS), default=None)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N")
 @click.option("--no-progress", is_flag=True)
 @friendly_errors
