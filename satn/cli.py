@@ -799,6 +799,24 @@ def variants() -> None:
         click.echo(f"{name:16s} reads " + ", ".join(reads))
 
 
+def _variant_reads(variant: str, key: str) -> bool:
+    """Whether runs of ``variant`` are shaped by setting ``key``: ``model.<family>.*`` only
+    for the families its builder reads, ``transfer.*`` only for attention transfer.
+    Unknown variants (baselines, fusions) read everything."""
+    from satn.models import families, uses_transfer
+
+    try:
+        read = families(variant)
+    except ConfigError:
+        return True
+    section, _, rest = key.partition(".")
+    if section == "model" and "." in rest:
+        return rest.split(".", 1)[0] in read
+    if section == "transfer":
+        return uses_transfer(variant)
+    return True
+
+
 @main.command()
 @click.option("--sweep", default=None, help="Sweep name (the runs tagged satn.sweep=NAME).")
 @click.option("--run", "run_ids", multiple=True,
@@ -842,7 +860,7 @@ def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, layout, ci
                 r["predictions"] = load_predictions(uri, r["run_id"])
             except PredictionsError:  # logged before satn kept predictions: no CI for its row
                 r["predictions"] = None
-    rows = summarise(records, layout)
+    rows = summarise(records, layout, reads=_variant_reads)
     if not rows:
         raise click.ClickException(f"no scored runs found in {uri}"
                                    + (f" for sweep {sweep}" if sweep else ""))

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +71,8 @@ NOT_IDENTITY = frozenset({"data.root", "train.device", "train.resident", "train.
                           "train.probe_frames", "transfer.cache"})
 
 
-def summarise(records: Sequence[Mapping[str, Any]], layout: str = "satn") -> list[Row]:
+def summarise(records: Sequence[Mapping[str, Any]], layout: str = "satn",
+              reads: Callable[[str, str], bool] | None = None) -> list[Row]:
     """Group config runs by variant, the other searched values, any other setting that
     differs between runs of the variant, and the class set; fold scores pooled.
 
@@ -79,7 +80,9 @@ def summarise(records: Sequence[Mapping[str, Any]], layout: str = "satn") -> lis
     four- and eight-class runs) never share a row; their labels then say which is which.
     Runs of one variant whose logged config (``config``) differs outside the searched
     values (a recipe, the epochs) never share a row either: the label names the settings
-    that differ. A setting logged by only some runs (older code) does not split them.
+    that differ. A setting logged by only some runs (older code) does not split them,
+    nor one the variant never reads: ``reads(variant, key)`` says which it reads (the CLI
+    asks the model registry; default: every setting counts).
     """
     scored = [r for r in records if r["folds"]]
     by_variant: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
@@ -87,7 +90,7 @@ def summarise(records: Sequence[Mapping[str, Any]], layout: str = "satn") -> lis
         by_variant.setdefault((str(r["variant"]), str(r.get("classes") or "")), []).append(r)
     groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
     for (variant, classes), runs in by_variant.items():
-        differ = _differing_settings(runs)
+        differ = [k for k in _differing_settings(runs) if reads is None or reads(variant, k)]
         for r in runs:
             searched = {k: v for k, v in r.get("params", {}).items() if k != "model.variant"}
             settings = {**{k: r["config"][k] for k in differ if k not in searched}, **searched}

@@ -50,6 +50,12 @@ def test_runs_whose_config_differs_outside_the_search_never_share_a_row():
     # runs that agree keep the plain label; a setting only newer runs log does not split them
     newer = {**runs[1], "config": {**runs[1]["config"], "recipe.mixup_alpha": "0.0"}}
     assert [(r.label, r.runs) for r in summarise([runs[0], newer])] == [("tcn_self", 2)]
+    # a setting the variant never reads (here, the BLSTM's size for a TCN) splits nothing
+    rnn = [{**r, "config": {**r["config"], "model.rnn.hidden": h}}
+           for r, h in ((runs[0], "8"), (runs[1], "128"))]
+    assert len(summarise(rnn)) == 2
+    assert [(r.label, r.runs) for r in summarise(
+        rnn, reads=lambda variant, key: not key.startswith("model.rnn."))] == [("tcn_self", 2)]
     # a searched value is named once, as searched
     searched = {**runs[2], "params": {"model.variant": "tcn_self", "recipe.speeds": [0.9, 1.1]}}
     assert "recipe.speeds=[0.9, 1.1]" in summarise([runs[0], searched])[1].label
