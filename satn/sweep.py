@@ -201,7 +201,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
     if placement == "workers":
         folds = RemoteFolds(cfg, dataset_uri, fold_threads)
         cv = CrossValidation(cfg, open_dataset(dataset_uri), trainers=folds,
-                                fold_workers=64)  # threads here only wait on the workers
+                             fold_workers=64)  # threads here only wait on the workers
         cv.placement.update(folds.placement)
     else:
         cv = CrossValidation(cfg, open_dataset(dataset_uri), fold_workers=fold_workers)
@@ -210,10 +210,13 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
                                  "satn.sweep": sweep, "satn.trial": ctx.get_trial_id() or trial,
                                  "satn.search_params": json.dumps(params, sort_keys=True,
                                                                   default=str)})
-    restored = tune.get_checkpoint()
+    restored, state = tune.get_checkpoint(), None
     if restored is not None:  # a resumed sweep, or a retry after this trial's worker died
         with restored.as_directory() as folder:
             state = torch.load(Path(folder) / TRIAL_STATE, weights_only=False)
+    else:
+        state = own_trial_state(ctx.get_trial_dir())
+    if state is not None:
         cv.load_state(state["folds"])
         tracker.resume(state["mlflow_parent"], state["mlflow_folds"])
 
@@ -242,6 +245,28 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
     except Exception:
         tracker.fail()
         raise
+
+
+def own_trial_state(trial_dir: str | Path | None) -> dict[str, Any] | None:
+    """The newest state this trial saved in its own folder, when Tune restored it with none.
+
+    Tune writes its experiment state every few seconds, not at every report: a driver
+    killed in between resumes a running trial as if it had never reported, and it would
+    start again from epoch 1, in new MLflow runs beside its old ones. Its checkpoints are
+    still in its folder (local or shared storage), so it continues from the newest one
+    that loads (a checkpoint half-written by the killed process is passed over). Tune's
+    own iteration count restarts; the epochs, the fold states and the MLflow runs do not.
+    """
+    import torch
+
+    if not trial_dir or not Path(trial_dir).is_dir():
+        return None
+    for folder in sorted(Path(trial_dir).glob("checkpoint_*"), reverse=True):
+        try:
+            return torch.load(folder / TRIAL_STATE, weights_only=False)
+        except Exception:  # noqa: BLE001  (missing or half-written: try the one before)
+            continue
+    return None
 
 
 class RemoteFolds:

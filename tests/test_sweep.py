@@ -75,3 +75,19 @@ def test_run_names_say_the_variant_and_the_searched_values():
                                 "model.variant": "tcn_soft"})
     assert name == "s1/tcn_soft dilations=1,2,4, lr=0.00123"
     assert run_name("s1", cfg, {}) == "s1/tcn_soft"
+
+
+def test_a_trial_restored_without_a_checkpoint_continues_from_its_own_newest_state(tmp_path):
+    import torch
+
+    from satn.sweep import TRIAL_STATE, own_trial_state
+
+    assert own_trial_state(None) is None and own_trial_state(tmp_path / "absent") is None
+    assert own_trial_state(tmp_path) is None  # a trial that never reported starts afresh
+    for k in (0, 1):
+        (tmp_path / f"checkpoint_00000{k}").mkdir()
+        torch.save({"epoch": k + 1}, tmp_path / f"checkpoint_00000{k}" / TRIAL_STATE)
+    (tmp_path / "checkpoint_000002").mkdir()  # the killed process was writing this one
+    (tmp_path / "checkpoint_000002" / TRIAL_STATE).write_bytes(b"\x80\x02half")
+    (tmp_path / "checkpoint_000003").mkdir()  # and had only made this folder
+    assert own_trial_state(str(tmp_path)) == {"epoch": 2}
