@@ -191,20 +191,20 @@ def folds(config_path, corpus, root, protocol, sets, runtime_path) -> None:
 class ConsoleObserver:
     """Prints one line per epoch and the fold results at the end."""
 
-    def on_start(self, experiment) -> None:
-        outer = experiment.outer_folds()
-        if len(outer) == len(experiment.fold_names):
-            click.echo(f"training {experiment.cfg.model.variant} on folds "
-                       f"{', '.join(experiment.fold_names)}")
+    def on_start(self, cv) -> None:
+        outer = cv.outer_folds()
+        if len(outer) == len(cv.fold_names):
+            click.echo(f"training {cv.cfg.model.variant} on folds "
+                       f"{', '.join(cv.fold_names)}")
             return
-        sel = experiment.cfg.selection
+        sel = cv.cfg.selection
         how = " x ".join(p for p in (sel.inner_k and f"{sel.inner_k} inner speaker folds",
                                      sel.seeds > 1 and f"{sel.seeds} seeds") if p)
-        click.echo(f"training {experiment.cfg.model.variant}: {len(experiment.fold_names)} "
+        click.echo(f"training {cv.cfg.model.variant}: {len(cv.fold_names)} "
                    f"models ({how}) scoring folds {', '.join(outer)} as ensembles")
 
-    def on_epoch(self, experiment, epoch, stats, final) -> None:
-        s = experiment.epoch_summary(stats)
+    def on_epoch(self, cv, epoch, stats, final) -> None:
+        s = cv.epoch_summary(stats)
         terms = {k.removeprefix("train_loss_"): v for k, v in s.items()
                  if k.startswith("train_loss_")}
         loss = f"loss {s['train_loss']:.3f}"
@@ -245,7 +245,7 @@ def train(config_path, corpus, root, protocol, sets, runtime_path, variant, fold
     runtime = load_runtime(runtime_path)
     cfg = resolve_teacher(cfg, runtime, tracking_uri)
     cfg, info = prepare_dataset(cfg, runtime, echo=click.echo)
-    experiment = CrossValidation(cfg, open_dataset(info.uri), folds=list(fold_ids) or None)
+    cv = CrossValidation(cfg, open_dataset(info.uri), folds=list(fold_ids) or None)
     observers = [ConsoleObserver()]
     if not no_mlflow:
         from satn.tracking import MlflowObserver, default_tracking_uri, ensure_experiment, ui_hint
@@ -259,7 +259,7 @@ def train(config_path, corpus, root, protocol, sets, runtime_path, variant, fold
                                  tags={"satn.entry": "satn train"})
         observers.insert(0, tracker)
     try:
-        experiment.run(observers)
+        cv.run(observers)
     except BaseException:
         if not no_mlflow:
             tracker.fail("KILLED")
@@ -799,24 +799,6 @@ def variants() -> None:
         click.echo(f"{name:16s} reads " + ", ".join(reads))
 
 
-def _variant_reads(variant: str, key: str) -> bool:
-    """Whether runs of ``variant`` are shaped by setting ``key``: ``model.<family>.*`` only
-    for the families its builder reads, ``transfer.*`` only for attention transfer.
-    Unknown variants (baselines, fusions) read everything."""
-    from satn.models import families, uses_transfer
-
-    try:
-        read = families(variant)
-    except ConfigError:
-        return True
-    section, _, rest = key.partition(".")
-    if section == "model" and "." in rest:
-        return rest.split(".", 1)[0] in read
-    if section == "transfer":
-        return uses_transfer(variant)
-    return True
-
-
 @main.command()
 @click.option("--sweep", default=None, help="Sweep name (the runs tagged satn.sweep=NAME).")
 @click.option("--run", "run_ids", multiple=True,
@@ -860,7 +842,9 @@ def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, layout, ci
                 r["predictions"] = load_predictions(uri, r["run_id"])
             except PredictionsError:  # logged before satn kept predictions: no CI for its row
                 r["predictions"] = None
-    rows = summarise(records, layout, reads=_variant_reads)
+    from satn.models import reads_setting
+
+    rows = summarise(records, layout, reads=reads_setting)
     if not rows:
         raise click.ClickException(f"no scored runs found in {uri}"
                                    + (f" for sweep {sweep}" if sweep else ""))

@@ -30,7 +30,6 @@ class PreparedFold:
     speaker_norms: dict[str, Normalizer] = field(default_factory=dict)
 
 
-
 def pick_probes(ids: Sequence[str], labels: Sequence[int], n: int) -> tuple[str, ...]:
     """A fixed, class-balanced set of ``n`` utterances (round-robin over classes by id)."""
     by_class: dict[int, list[str]] = {}

@@ -282,3 +282,16 @@ def test_blstm_variants_read_the_recurrent_settings():
     with pytest.raises(ConfigError, match=r"2 x model.rnn.hidden"):
         build_model(ModelConfig("blstm_self", rnn=RecurrentSettings(hidden=5),
                                 attention=AttentionSettings(heads=4)), (120,), 4)
+
+
+def test_a_variant_is_shaped_only_by_the_settings_it_reads():
+    from satn.models import families, reads_setting
+
+    assert "rnn" not in families("tcn_self")
+    assert not reads_setting("tcn_self", "model.rnn.hidden")  # a BLSTM's size: not a TCN's
+    assert reads_setting("tcn_self", "model.tcn.dilations")
+    assert reads_setting("blstm_self", "model.rnn.hidden")
+    assert not reads_setting("tcn_self", "transfer.weight")  # no teacher, no transfer
+    assert reads_setting("tcn_self_at", "transfer.weight")
+    assert reads_setting("tcn_self", "train.epochs") and reads_setting("tcn_self", "model.dropout")
+    assert reads_setting("svm/compare", "model.rnn.hidden")  # no variant: everything counts

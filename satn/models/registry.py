@@ -58,6 +58,21 @@ def uses_transfer(name: str) -> bool:
     return name in _TRANSFER
 
 
+def reads_setting(name: str, key: str) -> bool:
+    """Whether runs of variant ``name`` are shaped by the flat setting ``key``:
+    ``model.<family>.*`` only for the families it reads, ``transfer.*`` only with
+    attention transfer, everything else always. Names that are no variant (a baseline,
+    a fusion) read everything."""
+    if name not in _FAMILIES:
+        return True
+    section, _, rest = key.partition(".")
+    if section == "model" and "." in rest:
+        return rest.split(".", 1)[0] in _FAMILIES[name]
+    if section == "transfer":
+        return name in _TRANSFER
+    return True
+
+
 def build_model(cfg: ModelConfig, frame_shape: tuple[int, ...], n_classes: int) -> SERModel:
     """The variant ``cfg.variant`` for frames of ``frame_shape`` and ``n_classes`` outputs."""
     if cfg.variant not in _BUILDERS:
