@@ -24,15 +24,18 @@ from satn.features import hold_last
 
 
 def spec_augment(x: Tensor, lengths: Tensor, *, time_masks: int, time_mask_frames: int,
-                 freq_masks: int, freq_mask_bands: int, n_bands: int | None = None) -> Tensor:
+                 freq_masks: int, freq_mask_bands: int, n_bands: int | None = None,
+                 banded: int | None = None) -> Tensor:
     """Time and frequency masks inside each item's valid frames; masked values become 0.
 
     Args:
-        x: (B, T, D) log-mel frames (D = C * n_bands: static | delta | delta2) or
-            (B, T, *F) with the frequency axis last (spectrogram segments).
+        x: (B, T, D) log-mel frames (static | delta | delta2, then any ``lld``
+            descriptors) or (B, T, *F) with the frequency axis last (spectrogram segments).
         lengths: (B,) valid frames; frames past an item's length stay as they are.
         n_bands: bands per channel of 2-D input (``features.n_mels``): a frequency mask
-            covers the same bands of every channel. Default: D (one channel).
+            covers the same bands of every channel. Default: the banded width (one channel).
+        banded: leading values of a 2-D frame that are bands (``FeatureConfig.banded``);
+            the rest (descriptors) are masked in time only. Default: all D.
     Returns:
         a new tensor of x's shape and dtype.
     """
@@ -40,21 +43,31 @@ def spec_augment(x: Tensor, lengths: Tensor, *, time_masks: int, time_mask_frame
     if not (time_masks or freq_masks):
         return out
     b, t_max = x.shape[:2]
+    rest = None
     if x.dim() == 3:
-        bands = n_bands or x.shape[2]
-        if x.shape[2] % bands:
-            raise ValueError(f"feature width {x.shape[2]} is not a multiple of n_bands={bands}")
-        view = out.view(b, t_max, x.shape[2] // bands, bands)  # (B, T, C, bands)
+        width = banded or x.shape[2]
+        bands = n_bands or width
+        if width % bands or width > x.shape[2]:
+            raise ValueError(f"banded width {width} of {x.shape[2]} is not a multiple of "
+                             f"n_bands={bands}")
+        head = out[..., :width].contiguous()
+        view = head.view(b, t_max, width // bands, bands)  # (B, T, C, bands)
+        rest = out[..., width:]  # (B, T, D - width), a view: masked in place
     else:
+        head = out
         view = out.view(b, t_max, -1, x.shape[-1])  # (B, T, rest, F)
     n_freq = view.shape[-1]
     for i, t in enumerate(lengths.tolist()):
         keep = torch.ones(1, 1, n_freq, t, device=x.device, dtype=x.dtype)  # (1, 1, freq, time)
         for _ in range(time_masks):
             keep = AF.mask_along_axis_iid(keep, time_mask_frames, 0.0, axis=3)
+        if rest is not None:  # a time mask spans every frequency: any row of keep holds it
+            rest[i, :t] *= keep[0, 0, 0][:, None]
         for _ in range(freq_masks):
             keep = AF.mask_along_axis_iid(keep, freq_mask_bands, 0.0, axis=2)
         view[i, :t] *= keep[0, 0].T[:, None, :]  # (t, 1, freq) over every channel
+    if rest is not None:
+        out[..., :head.shape[-1]] = head
     return out
 
 

@@ -31,6 +31,11 @@ class ConfigError(InputError):
 CORPORA = ("demo", "iemocap", "ravdess", "manifest", "arctic")
 PROTOCOLS = ("satn", "full")
 FEATURE_KINDS = ("logmel", "spectrogram_segments")
+# frame-level descriptors a log-mel frame can carry after its bands (``features.lld``),
+# by name -> how many: openSMILE's eGeMAPSv02 low-level descriptors (F0, jitter,
+# shimmer, HNR, formants, loudness, spectral balance: what log-mel bands hold only
+# implicitly, and what separates sad from neutral or calm from neutral)
+LLD_SETS = {"none": 0, "egemaps": 25}
 FOLD_SCHEMES = ("loso", "speaker_kfold", "heldout_speakers", "stratified_split")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -102,6 +107,9 @@ class FeatureConfig:
     seg_hop: int = 128
     seg_frames: int = 32
     seg_stride: int = 32  # frames between segment starts
+    # log-mel only: frame-level descriptors appended after static | delta | delta2
+    # (LLD_SETS; satn.lld): "none" | "egemaps"
+    lld: str = "none"
 
     def __post_init__(self) -> None:
         nyquist = self.sample_rate / 2
@@ -125,6 +133,9 @@ class FeatureConfig:
             "seg_hop": (self.seg_hop >= 1, f"must be at least 1, not {self.seg_hop}"),
             "seg_frames": (self.seg_frames >= 1, f"must be at least 1, not {self.seg_frames}"),
             "seg_stride": (self.seg_stride >= 1, f"must be at least 1, not {self.seg_stride}"),
+            "lld": (_one_of(self.lld, tuple(LLD_SETS)) if self.lld not in LLD_SETS else
+                    (self.lld == "none" or self.kind == "logmel",
+                     f"descriptors go with log-mel frames, not features.kind={self.kind}")),
         })
 
     @property
@@ -136,10 +147,17 @@ class FeatureConfig:
         return int(round(self.sample_rate * self.hop_ms / 1000))
 
     @property
+    def banded(self) -> int:
+        """Log-mel values per frame that are mel bands: static | delta | delta2 (what a
+        frequency mask or a gain acts on); the rest of a frame are ``lld`` descriptors."""
+        return self.n_mels * (1 + self.deltas)
+
+    @property
     def dim(self) -> int:
-        """Values per frame (logmel) or per segment row (segments: bins)."""
+        """Values per frame (logmel: the bands, then ``lld`` descriptors) or per segment
+        row (segments: bins)."""
         if self.kind == "logmel":
-            return self.n_mels * (1 + self.deltas)
+            return self.banded + LLD_SETS[self.lld]
         return self.seg_n_fft // 2 + 1
 
 

@@ -307,16 +307,19 @@ class FoldTrainer:
     def __init__(self, model: nn.Module, data: FoldData, cfg: TrainConfig,
                  device: torch.device | None = None, aux: Sequence[AuxLoss] = (),
                  recipe: RecipeConfig | None = None, n_bands: int | None = None,
-                 levels: Levels | None = None):
+                 banded: int | None = None, levels: Levels | None = None):
         """``aux``: extra loss terms (attention transfer); ``recipe``: augmentation, label
         smoothing and chunked evaluation (default: none); ``n_bands``: mel bands per
-        channel of log-mel frames, for frequency masks; ``levels``: gain and noise of
+        channel of log-mel frames, for frequency masks; ``banded``: a frame's leading
+        values that are bands (the rest, ``features.lld``, are not masked in frequency);
+        ``levels``: gain and noise of
         training batches (``satn.folddata.levels_for``)."""
         self.data, self.cfg = data, cfg
         use_deterministic(cfg.deterministic)
         self.aux = tuple(aux)
         self.recipe = recipe or RecipeConfig()
         self.n_bands = n_bands
+        self.banded = banded
         self.levels = levels
         self.chunk = ((self.recipe.chunk_frames, self.recipe.hop)
                       if self.recipe.chunk_frames is not None else None)
@@ -449,7 +452,8 @@ class FoldTrainer:
             return x, lengths
         return spec_augment(x, lengths, time_masks=r.time_masks,
                             time_mask_frames=r.time_mask_frames, freq_masks=r.freq_masks,
-                            freq_mask_bands=r.freq_mask_bands, n_bands=self.n_bands), lengths
+                            freq_mask_bands=r.freq_mask_bands, n_bands=self.n_bands,
+                            banded=self.banded), lengths
 
     def best_model(self) -> nn.Module:
         """A copy of the model holding the best epoch's weights (eval mode)."""

@@ -9,7 +9,9 @@ Two kinds (``FeatureConfig.kind``):
     over ``delta_width`` frames with edge replication (torchaudio's
     ``compute_deltas``, equal to ``librosa.feature.delta(width=5, mode="nearest")``)
     and delta-delta = deltas of the deltas. Output (T, n_mels * (1 + deltas)):
-    static | delta | delta2 along the feature axis, T = 1 + N // hop.
+    static | delta | delta2 along the feature axis, T = 1 + N // hop. With
+    ``lld = "egemaps"`` each frame then carries openSMILE's 25 eGeMAPSv02
+    low-level descriptors (:mod:`satn.lld`): (T, n_mels * (1 + deltas) + 25).
     These choices match librosa's ``melspectrogram(htk=False, norm="slaney",
     center=True, pad_mode="constant")``; torchaudio's ``MelSpectrogram``
     defaults (HTK scale, no norm, reflect padding) do not.
@@ -88,6 +90,11 @@ class FeatureExtractor:
             self.fbank = None
         # periodic Hann, as librosa's get_window("hann", fftbins=True)
         self.window = torch.hann_window(self.win, device=self.device, dtype=dtype)
+        self.lld = None
+        if cfg.kind == "logmel" and cfg.lld != "none":
+            from satn.lld import LldExtractor  # openSMILE, loaded only when asked for
+
+            self.lld = LldExtractor(cfg.lld, cfg.sample_rate)
 
     # ------------------------------------------------------------ sizes
 
@@ -101,12 +108,13 @@ class FeatureExtractor:
 
     def describe(self) -> dict:
         """The settings that make the features what they are (the store's key)."""
-        return to_dict(self.cfg)
+        return feature_settings(self.cfg)
 
     @property
     def min_samples(self) -> int:
-        """Shortest waveform accepted: one analysis window."""
-        return self.win
+        """Shortest waveform accepted: one analysis window (and openSMILE's pitch window
+        with ``lld``)."""
+        return max(self.win, self.lld.min_samples) if self.lld is not None else self.win
 
     @property
     def frame_shape(self) -> tuple[int, ...]:
@@ -136,9 +144,15 @@ class FeatureExtractor:
             return []
         batch, lengths = self._pad(waves)  # (B, N_max), (B,)
         with torch.no_grad():
-            if self.cfg.kind == "logmel":
-                return self._logmel(batch, lengths)
-            return self._segments(batch, lengths)
+            if self.cfg.kind != "logmel":
+                return self._segments(batch, lengths)
+            feats = self._logmel(batch, lengths)
+        if self.lld is None:
+            return feats
+        # descriptors after the bands: (T, banded) | (T, n_lld) on the same frames
+        return [np.concatenate([f, self.lld(batch[i, :n].to("cpu", torch.float32).numpy(),
+                                            len(f), self.hop)], axis=1)
+                for i, (f, n) in enumerate(zip(feats, lengths, strict=True))]
 
     def _pad(self, waves: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, list[int]]:
         items = []
@@ -214,6 +228,15 @@ class FeatureExtractor:
         # (B, n_seg_max, F, size) -> (B, n_seg_max, size, F)
         segs = logspec.unfold(1, size, step).transpose(2, 3).to("cpu", torch.float32).contiguous()
         return [segs[i, : self.frames(n)].numpy().copy() for i, n in enumerate(lengths)]
+
+
+def feature_settings(cfg: FeatureConfig) -> dict:
+    """``cfg`` as it enters a dataset key. ``lld`` is left out while it is "none", so
+    the datasets built before it existed keep their keys (and are not built again)."""
+    out = to_dict(cfg)
+    if out.get("lld") == "none":
+        del out["lld"]
+    return out
 
 
 def frame_shape(cfg: FeatureConfig) -> tuple[int, ...]:

@@ -119,15 +119,24 @@ class CrossValidation:
         aux = []
         if self.teacher is not None:
             aux.append(self._transfer(model, pf, device))
-        # frequency masks cover the same mel bands of static, delta and delta-delta
-        n_mels = cfg.features.n_mels
-        n_bands = (n_mels if len(self.frame_shape) == 1 and self.frame_shape[0] % n_mels == 0
-                   else None)
         stored = self.dataset_manifest.get("feature_config")
-        levels = levels_for(pf, cfg, self.speakers, self.frame_shape,
-                            from_dict(FeatureConfig, stored) if stored else None)
+        features = from_dict(FeatureConfig, stored) if stored else None
+        n_bands, banded = self._bands(features or cfg.features)
+        levels = levels_for(pf, cfg, self.speakers, self.frame_shape, features)
         return FoldTrainer(model, pf.data, train, device, aux, recipe=cfg.recipe,
-                           n_bands=n_bands, levels=levels)
+                           n_bands=n_bands, banded=banded, levels=levels)
+
+    def _bands(self, features: FeatureConfig) -> tuple[int | None, int | None]:
+        """(bands per channel, banded width) of the frames, for frequency masks: they
+        cover the same mel bands of static, delta and delta-delta, and never the
+        ``features.lld`` descriptors after them. (None, None) where frames are not
+        log-mel of ``features`` (spectrogram segments, or frames of another width)."""
+        if len(self.frame_shape) != 1 or features.kind != "logmel":
+            return None, None
+        width = self.frame_shape[0]
+        if width == features.dim:
+            return features.n_mels, features.banded
+        return (features.n_mels, None) if width % features.n_mels == 0 else (None, None)
 
     def _teacher(self, cfg: ExperimentConfig, dataset, device):
         from satn.transfer import load_teacher

@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 
 import satn
 from satn.audio import AudioError, read_audio
-from satn.config import FeatureConfig, to_dict
+from satn.config import FeatureConfig
 from satn.corpora.base import CorpusLoad, Problem, Utterance
 from satn.errors import InputError
-from satn.features import FeatureError, FeatureExtractor
+from satn.features import FeatureError, FeatureExtractor, feature_settings
 from satn.store.layout import (
     DATA,
     FEATURE_VERSION,
@@ -111,7 +111,7 @@ def dataset_key(load: CorpusLoad, cfg: FeatureConfig | dict[str, Any]) -> str:
     payload = {
         "listing": listing,
         "problems": sorted((p.where, p.reason) for p in load.problems),
-        "features": to_dict(cfg) if isinstance(cfg, FeatureConfig) else cfg,
+        "features": feature_settings(cfg) if isinstance(cfg, FeatureConfig) else cfg,
         "feature_version": FEATURE_VERSION,
     }
     text = json.dumps(payload, sort_keys=True, default=str)
@@ -161,7 +161,7 @@ def build_dataset(
     if batch_size < 1 or shard_size < 1:
         raise ValueError(f"batch_size and shard_size must be >= 1, got {batch_size}, {shard_size}")
     fs, root = resolve(out, filesystem)
-    described = extractor.describe() if extractor is not None else to_dict(cfg)
+    described = extractor.describe() if extractor is not None else feature_settings(cfg)
     key = dataset_key(load, described)
     name = dataset_name(corpus_tag, extractor.kind if extractor is not None else cfg, key)
     uri = join_uri(out, name, filesystem)
