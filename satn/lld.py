@@ -56,7 +56,7 @@ class LldExtractor:
         values = df.to_numpy(np.float32)  # (n_frames, n)
         if values.shape[0] == 0:
             raise FeatureError(f"audio too short for openSMILE {FEATURE_SETS[self.name]} "
-                           f"descriptors: {len(wave)} samples")
+                               f"descriptors: {len(wave)} samples")
         if not np.isfinite(values).all():
             raise FeatureError(f"openSMILE {FEATURE_SETS[self.name]} gave non-finite descriptors")
         starts = df.index.get_level_values("start").total_seconds().to_numpy()

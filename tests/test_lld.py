@@ -6,12 +6,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from test_store import build, good_corpus
 
 from satn.augment import spec_augment
 from satn.config import LLD_SETS, ConfigError, FeatureConfig, to_dict
+from satn.corpora.base import CorpusLoad, Utterance
 from satn.features import FeatureError, FeatureExtractor, feature_settings
 from satn.runner import CrossValidation
+from satn.store import open_dataset
 
 SR = 16000
 F0_COLUMN = 10  # F0semitoneFrom27.5Hz_sma3nz, after the 120 log-mel values it is 120 + 10
@@ -120,3 +124,19 @@ def test_training_masks_bands_per_channel_and_leaves_descriptors_to_time_masks()
     assert bands((120,), FeatureConfig()) == (40, 120)
     assert bands((80,), FeatureConfig()) == (40, None)  # frames of another width
     assert bands((32, 129), FeatureConfig(kind="spectrogram_segments")) == (None, None)
+
+
+def test_the_store_keeps_good_files_and_reports_one_too_short_for_descriptors(tmp_path):
+    corpus = good_corpus(tmp_path / "audio", n=4)
+    short = tmp_path / "audio" / "short.wav"  # 40 ms: one log-mel window, no pitch window
+    sf.write(short, _glide(0.04, 150.0), SR)
+    load = CorpusLoad([*corpus.utterances, Utterance(id="z_short", path=str(short),
+                                                     speaker="spk9", session="1", label="neu")], [])
+    cfg = FeatureConfig(lld="egemaps")
+    info = build(load, tmp_path / "store", cfg)
+    assert info.n_problems == 1 and "too short" in info.problems[0].reason
+    ds = open_dataset(info.uri)
+    assert sorted(ds.meta["id"]) == sorted(u.id for u in corpus.utterances)
+    assert tuple(ds.frame_shape) == (cfg.dim,)
+    plain = build(load, tmp_path / "store", FeatureConfig())
+    assert plain.uri != info.uri and plain.n_problems == 0  # keyed apart; 40 ms is enough
