@@ -11,6 +11,11 @@ With ``selection.inner_k`` (as the neural runs choose their epochs), C is chosen
 by cross-validation over the training speakers instead (:func:`select_c_cv`):
 the C of the best UA of the pooled inner-fold predictions, refitted on every
 training speaker (train and dev) to score test.
+
+With ``recipe.normalisation: speaker`` (as a network's recipe), each speaker's
+vectors are first standardised with that speaker's own statistics, over all of
+the speaker's utterances on any side (features only, labels never), so a network
+and a baseline compared on the same folds see the same kind of normalisation.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from satn.config import ConfigError, ExperimentConfig, _check, _one_of
+from satn.folddata import speaker_normalised
 from satn.folds import fold_by_name, make_folds, member_folds
 from satn.metrics import Aggregate, Scores, aggregate, score
 from satn.predictions import predictions_frame
@@ -215,6 +221,9 @@ def run_baseline(x: np.ndarray, meta: pd.DataFrame, cfg: ExperimentConfig,
     row = {uid: i for i, uid in enumerate(meta["id"])}
     y = np.array([classes.index(lab) for lab in meta["label"]], dtype=np.int64)
     speakers = meta["speaker"].astype(str).to_numpy()
+    if cfg.recipe.normalisation == "speaker":
+        x = np.concatenate(speaker_normalised(list(x[:, None, :]), speakers.tolist()))
+        x = x.astype(np.float64)
     out = []
     inner_k = cfg.selection.inner_k
 
