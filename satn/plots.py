@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +15,15 @@ import numpy as np  # noqa: E402
 def confusion_png(matrix: np.ndarray, classes: tuple[str, ...], path: str | Path,
                   title: str = "", normalise: bool = True) -> Path:
     """Heatmap of a (C, C) confusion matrix, rows = true class; rows normalised when asked."""
+    fig = confusion_figure(matrix, classes, title, normalise)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def confusion_figure(matrix: np.ndarray, classes: tuple[str, ...], title: str = "",
+                     normalise: bool = True) -> plt.Figure:
+    """The figure :func:`confusion_png` writes (the caller closes it)."""
     m = np.asarray(matrix, dtype=np.float64)
     if normalise:
         m = m / np.maximum(m.sum(1, keepdims=True), 1e-12)
@@ -23,11 +33,11 @@ def confusion_png(matrix: np.ndarray, classes: tuple[str, ...], path: str | Path
         ax.text(j, i, text, ha="center", va="center",
                 color="white" if m[i, j] > 0.5 * m.max() else "black")
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
-           yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
+           yticklabels=classes, xlabel="predicted", ylabel="true")
+    # run names make long titles: wrapped, or the 4-inch figure cuts them off at both ends
+    ax.set_title(textwrap.fill(title, 40), fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
 def cell_labels(m: np.ndarray) -> np.ndarray:

@@ -21,3 +21,19 @@ def test_figures_are_written_as_png(tmp_path):
     soft = attention_png(np.full(7, 1 / 7), tmp_path / "s.png", title="soft")  # (T,) weights
     assert c.read_bytes()[:4] == png and a.read_bytes()[:4] == png
     assert soft.read_bytes()[:4] == png
+
+
+def test_a_long_confusion_title_stays_inside_the_picture():
+    import matplotlib.pyplot as plt
+
+    from satn.plots import confusion_figure
+
+    title = "tcn_self+logreg/compare: test, mean of row-normalised folds"
+    fig = confusion_figure(np.eye(8), tuple("abcdefgh"), title=title, normalise=False)
+    try:
+        renderer = fig.canvas.get_renderer()
+        box, page = fig.axes[0].title.get_window_extent(renderer), fig.bbox
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1
+        assert fig.axes[0].title.get_text().replace("\n", " ") == title
+    finally:
+        plt.close(fig)
