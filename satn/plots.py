@@ -27,7 +27,8 @@ def confusion_figure(matrix: np.ndarray, classes: tuple[str, ...], title: str = 
     m = np.asarray(matrix, dtype=np.float64)
     if normalise:
         m = m / np.maximum(m.sum(1, keepdims=True), 1e-12)
-    fig, ax = plt.subplots(figsize=(4, 3.6))
+    side = max(4.0, 0.6 * len(classes) + 1.2)  # eight classes' cells need room for "0.00"
+    fig, ax = plt.subplots(figsize=(side, 0.9 * side))
     ax.imshow(m, cmap="Blues", vmin=0, vmax=1 if normalise else None)
     for (i, j), text in np.ndenumerate(cell_labels(m)):
         ax.text(j, i, text, ha="center", va="center",
