@@ -496,6 +496,98 @@ def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, no_mlflow) -> None
 
 
 @main.command()
+@click.argument("run_id")
+@click.option("--tracking-uri", default=None,
+              help="MLflow store of RUN_ID, where the refit is logged (default: ./mlflow.db).")
+@click.option("--ray-config", "runtime_path", type=click.Path(dir_okay=False), default=None,
+              help="Runtime settings: where the run's features are (default: ./ray_config.yaml).")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N (default: the run's).")
+@click.option("--no-mlflow", is_flag=True, help="Print only; log nothing to MLflow.")
+@friendly_errors
+def refit(run_id, tracking_uri, runtime_path, device, no_mlflow) -> None:
+    """Retrain each outer fold of a run selected by inner folds (selection.inner_k) on all its
+    training speakers, for the epochs its inner folds chose, and score the outer test with
+    that model; logged as a run to report, compare and fuse like any other."""
+    import pandas as pd
+
+    from satn.checkpoint import save_checkpoint
+    from satn.metrics import score
+    from satn.predictions import predictions_frame
+    from satn.prepare import dataset_of_run
+    from satn.refit import chosen_epoch, mean_curve
+    from satn.refit import refit as refit_run
+    from satn.tracking import (
+        default_tracking_uri,
+        ensure_experiment,
+        load_predictions,
+        log_refit,
+        member_curves,
+        run_config,
+        run_tags,
+    )
+
+    runtime = load_runtime(runtime_path)
+    uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+    cfg = ExperimentConfig.from_dict(run_config(uri, run_id))
+    if not cfg.selection.inner_k:
+        raise ConfigError(f"run {run_id} chose its epochs on one dev side (selection.inner_k "
+                          f"= 0): a refit needs the epochs chosen by inner folds")
+    if device:
+        cfg = cfg.override({"train.device": device})
+    curves = member_curves(uri, run_id)
+    inner = load_predictions(uri, run_id)
+    epochs = {k: chosen_epoch(c) for k, c in sorted(curves.items())}
+    if sorted(epochs) != sorted(inner["fold"].unique()):
+        raise InputError(f"run {run_id}: member runs of folds {sorted(epochs)} but fold runs "
+                         f"{sorted(inner['fold'].unique())}; was it trained to the end?")
+    click.echo("epochs chosen by the inner folds: "
+               + ", ".join(f"{k} {e}" for k, e in epochs.items()))
+    dataset = dataset_of_run(cfg, runtime, run_tags(uri, run_id).get("satn.features_key", ""),
+                             echo=click.echo)
+    results = refit_run(cfg, dataset, epochs, echo=click.echo)
+    classes = tuple(cfg.data.classes)
+    speakers = dict(zip(dataset.meta["id"], dataset.meta["speaker"], strict=True))
+    folds, inner_ua = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        click.echo(f"{'fold':<8} {'epochs':>6} {'inner test UA':>14} {'refit test UA':>14}")
+        for r in results:
+            rows = inner[inner["fold"] == r.name]
+            dev_rows, test_rows = rows[rows["side"] == "dev"], rows[rows["side"] == "test"]
+            truth = dict(zip(test_rows["id"], test_rows["true"], strict=True))
+            y = [classes.index(truth[u]) for u in r.test.ids]
+            frame = predictions_frame(r.test.ids, [speakers[u] for u in r.test.ids], y,
+                                      r.test.probs, classes, "test")
+            dev = score([classes.index(c) for c in dev_rows["true"]],
+                        [classes.index(c) for c in dev_rows["pred"]], len(classes))
+            inner_test = score([classes.index(c) for c in test_rows["true"]],
+                               [classes.index(c) for c in test_rows["pred"]], len(classes))
+            ckpt = save_checkpoint(Path(tmp) / r.name / "best.pt", r.state_dict, cfg=cfg,
+                                   classes=classes, normalizer=r.normalizer,
+                                   frame_shape=tuple(dataset.frame_shape),
+                                   extra={"fold": f"{r.name}-refit", "epoch": r.epoch,
+                                          "refit_of": run_id})
+            inner_ua.append(inner_test.ua)
+            click.echo(f"{r.name:<8} {r.epoch:>6} {inner_test.ua:>14.3f} "
+                       f"{r.test.scores.ua:>14.3f}")
+            folds.append({"name": r.name, "epoch": r.epoch, "seconds": r.seconds,
+                          "dev_ua_by_epoch": mean_curve(curves[r.name]), "dev": dev,
+                          "test": r.test.scores, "checkpoint": ckpt,
+                          "predictions": pd.concat([dev_rows.drop(columns="fold"), frame],
+                                                   ignore_index=True)})
+        n = len(results)
+        click.echo(f"{'mean':<8} {'':>6} {sum(inner_ua) / n:>14.3f} "
+                   f"{sum(f['test'].ua for f in folds) / n:>14.3f}")
+        if no_mlflow:
+            return
+        exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
+        source = {"run_id": run_id, "name": inner.attrs["run_name"],
+                  "variant": inner.attrs["variant"] or cfg.model.variant}
+        new_id = log_refit(uri, exp_id, cfg, source, folds, classes)
+    click.echo(f"MLflow run {new_id} in {uri}\n  compare: satn compare {new_id} {run_id} "
+               f"--tracking-uri {uri}")
+
+
+@main.command()
 @experiment_options
 @click.option("--teacher-config", "teacher_path", type=click.Path(dir_okay=False), default=None,
               help="YAML of teacher settings (satn.teacher_train.TeacherTrainConfig); "

@@ -368,6 +368,39 @@ class FoldTrainer:
     def step(self) -> EpochStats:
         """Train one epoch, score dev; on a new best dev UA, score test and keep weights."""
         start = time.perf_counter()
+        train_loss, train_terms = self.train_epoch()
+        # dev loss with training's definition: the same class weights and aux terms
+        dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device,
+                       self.loss_fn, self.aux, chunk=self.chunk, max_cost=self.cfg.eval_cost,
+                       precision=self.cfg.precision, batches=self.eval_batches.get("dev"))
+        improved = self.best is None or dev.scores.ua > self.best.dev.ua
+        if improved:
+            test = self.evaluate_test()
+            self.best = Best(
+                self.epoch, dev.scores, test.scores,
+                {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
+                attention_maps(self.model, self.data.dev, self.data.probe_ids, self.device,
+                               self.cfg.probe_frames),
+                {"dev": dev, "test": test},
+            )
+        stats = EpochStats(self.epoch, train_loss, dev.loss, dev.scores, improved,
+                           time.perf_counter() - start, train_terms, dev.losses,
+                           float(self.opt.param_groups[0]["lr"]))
+        self.history.append(stats)
+        return stats
+
+    def evaluate_test(self) -> Evaluation:
+        """The current weights' predictions of the test side."""
+        return evaluate(self.model, self.data.test, self.cfg.batch_size, self.device,
+                        chunk=self.chunk, max_cost=self.cfg.eval_cost,
+                        precision=self.cfg.precision, batches=self.eval_batches.get("test"))
+
+    def train_epoch(self) -> tuple[float, dict[str, float]]:
+        """Train one epoch, nothing scored: (mean training loss, mean of each term).
+
+        ``step`` is this plus the dev evaluation; a refit (``satn.refit``), which has
+        no dev side, calls it alone.
+        """
         self.epoch += 1
         set_epoch(self.loader, self.epoch)  # new crops and batch order, reproducibly
         self.model.train()
@@ -403,28 +436,7 @@ class FoldTrainer:
             self.sched.step()
             total += float(loss.detach()) * len(batch.y)
             n += len(batch.y)
-        # dev loss with training's definition: the same class weights and aux terms
-        dev = evaluate(self.model, self.data.dev, self.cfg.batch_size, self.device,
-                       self.loss_fn, self.aux, chunk=self.chunk, max_cost=self.cfg.eval_cost,
-                       precision=self.cfg.precision, batches=self.eval_batches.get("dev"))
-        improved = self.best is None or dev.scores.ua > self.best.dev.ua
-        if improved:
-            test = evaluate(self.model, self.data.test, self.cfg.batch_size, self.device,
-                            chunk=self.chunk, max_cost=self.cfg.eval_cost,
-                            precision=self.cfg.precision, batches=self.eval_batches.get("test"))
-            self.best = Best(
-                self.epoch, dev.scores, test.scores,
-                {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()},
-                attention_maps(self.model, self.data.dev, self.data.probe_ids, self.device,
-                               self.cfg.probe_frames),
-                {"dev": dev, "test": test},
-            )
-        stats = EpochStats(self.epoch, total / max(n, 1), dev.loss, dev.scores, improved,
-                           time.perf_counter() - start,
-                           {k: v / max(n, 1) for k, v in sums.items()}, dev.losses,
-                           float(self.opt.param_groups[0]["lr"]))
-        self.history.append(stats)
-        return stats
+        return total / max(n, 1), {k: v / max(n, 1) for k, v in sums.items()}
 
     def state(self) -> dict:
         """Everything needed to continue this fold where it stands (a trial checkpoint)."""

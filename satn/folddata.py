@@ -45,11 +45,14 @@ def pick_probes(ids: Sequence[str], labels: Sequence[int], n: int) -> tuple[str,
 
 
 def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | None = None,
-                  n_probes: int = 4, perturbed: Sequence = ()) -> list[PreparedFold]:
+                  n_probes: int = 4, perturbed: Sequence = (),
+                  members: Sequence[Fold] | None = None) -> list[PreparedFold]:
     """Split ``dataset`` (a ``satn.store.FeatureDataset``) into normalised fold datasets.
 
     ``perturbed``: speed-perturbed copies of ``dataset`` (``satn.speed.speed_variants``);
     a copy of a training utterance joins that fold's training side, the others nothing.
+    ``members``: the models' folds (default: ``cfg``'s folds and selection,
+    :func:`satn.folds.member_folds`), e.g. the refits of :func:`satn.folds.refit_folds`.
     """
     from satn.speed import original_id
 
@@ -63,7 +66,8 @@ def prepare_folds(dataset, cfg: ExperimentConfig, only: Sequence[str | int] | No
         raise ConfigError(f"dataset labels {unknown} are not among data.classes {list(classes)}")
     outer = make_folds(meta, cfg.folds)
     sel = cfg.selection
-    folds = member_folds(meta, outer, sel.inner_k, sel.seeds, cfg.folds.seed)
+    folds = (list(members) if members is not None
+             else member_folds(meta, outer, sel.inner_k, sel.seeds, cfg.folds.seed))
     if only:
         picked = []
         for f in only:

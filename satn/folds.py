@@ -201,6 +201,24 @@ def member_folds(meta: pd.DataFrame, folds: Sequence[Fold], inner_k: int = 0,
     return out
 
 
+def refit_folds(meta: pd.DataFrame, folds: Sequence[Fold]) -> list[Fold]:
+    """One model per outer fold trained on all of its training speakers (``satn refit``).
+
+    Member ``<outer>-refit`` trains on the outer fold's train and dev sides together (the
+    speakers its inner folds were dealt from), has no dev side, and the outer test side.
+    Every member has passed :func:`check_fold`.
+    """
+    m = _prepare(meta)
+    out = []
+    for fold in folds:
+        pool = set(fold.train) | set(fold.dev)
+        member = replace(fold, name=f"{fold.name}-refit", outer=fold.name,
+                         train=_ids(m, m["id"].isin(pool)), dev=(), dev_speakers=())
+        _check(member, m)
+        out.append(member)
+    return out
+
+
 # ---------------------------------------------------------------- metadata
 
 

@@ -63,3 +63,31 @@ def prepare_dataset(cfg: ExperimentConfig, runtime: RuntimeConfig, *, device: st
     echo(f"features: {info.n_rows} utterances at {info.uri} ({state}); "
          f"{info.n_problems} input problem(s) listed in {info.report_uri}")
     return cfg, info
+
+
+def dataset_of_run(cfg: ExperimentConfig, runtime: RuntimeConfig, key: str, *,
+                   echo: Callable[[str], None] = print):
+    """The feature dataset (``satn.store.FeatureDataset``) that a run with features key
+    ``key`` (its tag ``satn.features_key``) trained on.
+
+    Found by its key in ``runtime.features_dir``; otherwise built from the corpus again,
+    which must give the same key: a corpus whose files changed since (new or edited
+    files, other file times) gives other data, and a model trained on other data would
+    not be the run's refit. Raises ConfigError then.
+    """
+    from satn.store import open_dataset
+
+    folder = Path(runtime.features_dir)
+    if key and "://" not in runtime.features_dir:
+        found = sorted(p for p in folder.glob(f"{corpus_tag(cfg)}-*-{key}")
+                       if (p / "manifest.json").is_file())
+        if found:
+            echo(f"features of the run: {found[0]} (cached)")
+            return open_dataset(str(found[0].resolve()))
+    cfg, info = prepare_dataset(cfg, runtime, echo=echo)
+    if key and info.key != key:
+        raise ConfigError(f"the run trained on features {key}, which are not in "
+                          f"{runtime.features_dir}; the corpus at {cfg.data.root} now gives "
+                          f"{info.key} (its files changed since the run): pass the "
+                          f"--ray-config whose features_dir holds the run's features")
+    return open_dataset(info.uri)

@@ -21,6 +21,7 @@ from satn.devices import resolve_device
 from satn.engine import EpochStats, Evaluation, FoldTrainer, seed_everything
 from satn.ensemble import Member, combine
 from satn.folddata import PreparedFold, eval_labels, levels_for, prepare_folds
+from satn.folds import Fold
 from satn.metrics import Aggregate, Scores, aggregate
 from satn.models import build_model, uses_transfer
 
@@ -77,11 +78,12 @@ class CrossValidation:
     def __init__(self, cfg: ExperimentConfig, dataset, *, folds: Sequence[str | int] | None = None,
                  fold_workers: int = 1, n_probes: int = 4,
                  trainers: Callable[[PreparedFold], FoldTrainer] | None = None,
-                 perturbed: Sequence | None = None):
+                 perturbed: Sequence | None = None, members: Sequence[Fold] | None = None):
         """``trainers`` makes each fold's trainer (default: a FoldTrainer in this process);
         the sweep passes one that trains the fold in a Ray worker of its own.
         ``perturbed``: the speed-perturbed copies of ``dataset`` (default: those of
-        ``recipe.speeds``, built beside ``dataset`` or found cached)."""
+        ``recipe.speeds``, built beside ``dataset`` or found cached). ``members``: the
+        models' folds when not ``cfg``'s (``satn.folddata.prepare_folds``)."""
         self.cfg = cfg
         self.classes = tuple(cfg.data.classes)
         self.frame_shape = tuple(dataset.frame_shape)
@@ -98,7 +100,7 @@ class CrossValidation:
                     raise ConfigError("recipe.speeds needs a feature dataset made from audio "
                                       "files (satn.store), whose files can be read again")
                 perturbed = speed_variants(dataset, cfg.recipe.speeds)
-        self.prepared = prepare_folds(dataset, cfg, folds, n_probes, perturbed)
+        self.prepared = prepare_folds(dataset, cfg, folds, n_probes, perturbed, members)
         self.teacher = None
         self.placement: dict[str, dict] = {}  # fold -> where it trains (filled by workers)
         self.trainers: dict[str, FoldTrainer] = {

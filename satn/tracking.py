@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -416,6 +416,79 @@ def log_fusion(tracking_uri: str, experiment_id: str, result, runs: dict[str, di
         result.test.confusion_normalised_mean, variant, {})
 
 
+def log_refit(tracking_uri: str, experiment_id: str, cfg, source: dict[str, str],
+              folds: list[dict[str, Any]], classes: tuple[str, ...]) -> str:
+    """Log a refit (``satn.refit``) of run ``source`` (``run_id``, ``name``, ``variant``) as
+    a run that ``satn report``, ``satn compare`` and ``satn fuse`` read like any other.
+
+    ``folds``: per outer fold ``name``, ``epoch`` (chosen by the inner folds),
+    ``dev_ua_by_epoch`` (their mean dev curve), ``dev`` / ``test`` (Scores: the inner
+    folds' pooled dev, the refit's test), ``predictions`` (those rows) and ``checkpoint``
+    (the refit model, logged as ``checkpoint/best.pt`` for ``satn predict``).
+    Returns the config run id.
+    """
+    from satn.metrics import aggregate
+
+    variant = f"{source['variant']}+refit"
+    base_tags = {"satn.variant": variant, "satn.kind": "refit",
+                 "satn.refit_of": source["run_id"], "satn.corpus": cfg.data.corpus,
+                 "satn.protocol": cfg.data.protocol,
+                 "satn.folds": ",".join(f["name"] for f in folds)}
+    params = {**cfg.flat(), "model.variant": cfg.model.variant,
+              "refit.of": source["run_id"], "refit.of_name": source["name"]}
+    scored = [_ScoredFold(
+        name=f["name"], tags={}, params={"fold.name": f["name"], "refit.epoch": f["epoch"]},
+        metrics={"refit_epoch": f["epoch"]}, curve=("dev_ua_by_epoch", f["dev_ua_by_epoch"]),
+        dev=f["dev"], test=f["test"], predictions=f["predictions"],
+        title=f"{f['name']} {{side}} ({variant}, {f['epoch']} epochs)",
+        summary={"epoch": f["epoch"]}, artifacts={"checkpoint": f["checkpoint"]})
+        for f in folds]
+    test = aggregate([f.test for f in scored])
+    dev = aggregate([f.dev for f in scored])
+    summary = {f"{side}_{k}": v for side, agg in (("dev", dev), ("test", test))
+               for k, v in agg.to_dict().items()}
+    config = {**cfg.to_dict(), "refit": {"of": source["run_id"],
+                                         "epochs": {f["name"]: f["epoch"] for f in folds}}}
+    return _log_scored_run(
+        _client(tracking_uri), experiment_id, f"refit/{source['name']}", base_tags, params,
+        config, scored, classes, "probability", summary, test.confusion_normalised_mean,
+        variant, {"seconds": float(sum(f["seconds"] for f in folds))})
+
+
+def run_config(tracking_uri: str, run_id: str) -> dict[str, Any]:
+    """The experiment config a run logged (its ``config.yaml`` artifact)."""
+    client = _client(tracking_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(run_id, "config.yaml", tmp)
+        except Exception as e:  # MLflow's own exception types for a missing run or file
+            raise TrackingError(f"MLflow run {run_id} in {tracking_uri} has no config.yaml "
+                                f"({_first_line(e)})") from e
+        return yaml.safe_load(Path(path).read_text())
+
+
+def run_tags(tracking_uri: str, run_id: str) -> dict[str, str]:
+    """A run's tags (``satn.features_key``, ``satn.variant``, ...)."""
+    return dict(_client(tracking_uri).get_run(run_id).data.tags)
+
+
+def member_curves(tracking_uri: str, run_id: str) -> dict[str, list[list[float]]]:
+    """Outer fold -> each of its member models' dev UA per epoch (a run selected by
+    inner folds, ``selection.inner_k``); empty for a run without members."""
+    client = _client(tracking_uri)
+    run = client.get_run(run_id)
+    members = client.search_runs(
+        [run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{run_id}' and tags.`satn.level` = 'member'")
+    out: dict[str, list[list[float]]] = {}
+    for m in sorted(members, key=lambda r: r.info.run_name or ""):
+        history = sorted(client.get_metric_history(m.info.run_id, "dev_ua"),
+                         key=lambda x: x.step)
+        out.setdefault(m.data.tags.get("satn.outer", ""), []).append(
+            [float(x.value) for x in history])
+    return out
+
+
 @dataclass(frozen=True)
 class _ScoredFold:
     """One fold of a run that is scored, not trained epoch by epoch (baseline, fusion)."""
@@ -430,6 +503,7 @@ class _ScoredFold:
     predictions: Any                # predictions table, dev and test rows
     title: str                      # of the confusion pictures; "{side}" is filled in
     summary: dict[str, float]       # for results/summary.json
+    artifacts: dict[str, Path] = field(default_factory=dict)  # folder -> a file (checkpoint)
 
 
 def _log_scored_run(client, experiment_id: str, name: str, base_tags: dict[str, str],
@@ -475,6 +549,8 @@ def _log_scored_run(client, experiment_id: str, name: str, base_tags: dict[str, 
                 pred.mkdir()
                 write_predictions(fr.predictions, pred / FILE, score_kind)
                 client.log_artifacts(run_id, str(pred), "predictions")
+            for folder, path in fr.artifacts.items():
+                client.log_artifact(run_id, str(path), folder)
             client.set_terminated(run_id, "FINISHED")
         client.log_batch(parent_id, metrics=[Metric(k, float(v), now, 0)
                                              for k, v in summary.items()])
