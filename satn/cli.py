@@ -518,7 +518,6 @@ def refit(run_id, tracking_uri, runtime_path, device, no_mlflow) -> None:
     from satn.refit import refit as refit_run
     from satn.tracking import (
         default_tracking_uri,
-        ensure_experiment,
         load_predictions,
         log_refit,
         member_curves,
@@ -579,10 +578,10 @@ def refit(run_id, tracking_uri, runtime_path, device, no_mlflow) -> None:
                    f"{sum(f['test'].ua for f in folds) / n:>14.3f}")
         if no_mlflow:
             return
-        exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
         source = {"run_id": run_id, "name": inner.attrs["run_name"],
                   "variant": inner.attrs["variant"] or cfg.model.variant}
-        new_id = log_refit(uri, exp_id, cfg, source, folds, classes)
+        # beside the run it refits, whatever experiment the runtime names
+        new_id = log_refit(uri, inner.attrs["experiment_id"], cfg, source, folds, classes)
     click.echo(f"MLflow run {new_id} in {uri}\n  compare: satn compare {new_id} {run_id} "
                f"--tracking-uri {uri}")
 

@@ -139,6 +139,7 @@ def test_satn_refit_logs_a_run_that_compare_and_predict_read(tmp_path):
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["satn.kind"] == "refit"
     assert parent.data.tags["satn.refit_of"] == inner
+    assert parent.info.experiment_id == client.get_run(inner).info.experiment_id
     a, b = load_predictions(uri, run), load_predictions(uri, inner)
     assert sorted(a["fold"].unique()) == ["fold1", "fold2"]
     # dev: the inner folds' pooled predictions, unchanged (the selection score stays theirs)
