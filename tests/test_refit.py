@@ -165,3 +165,19 @@ def test_satn_refit_logs_a_run_that_compare_and_predict_read(tmp_path):
     plain_id = plain.split("MLflow run ")[1].split()[0]
     refused = _satn(ws, "refit", plain_id, "--ray-config", ws / "runtime.yaml", code=1)
     assert "selection.inner_k = 0" in refused and "Traceback" not in refused
+
+
+def test_the_run_features_are_found_by_key_and_other_features_are_refused(tmp_path):
+    from satn.config import RuntimeConfig
+    from satn.prepare import dataset_of_run, prepare_dataset
+
+    runtime = RuntimeConfig(features_dir=str(tmp_path / "features"),
+                            data_dir=str(tmp_path / "data"))
+    cfg = ExperimentConfig().override({"data.corpus": "demo", "data.demo_per_class": 1})
+    _, info = prepare_dataset(cfg, runtime, progress=False, echo=lambda _: None)
+    said = []
+    found = dataset_of_run(cfg, runtime, info.key, echo=said.append)
+    assert found.manifest["key"] == info.key and "(cached)" in said[0]
+    # features the corpus no longer gives (its files changed since the run): refused
+    with pytest.raises(ConfigError, match="the run trained on features 0123456789abcdef"):
+        dataset_of_run(cfg, runtime, "0123456789abcdef", echo=lambda _: None)
