@@ -511,8 +511,7 @@ def refit(run_id, tracking_uri, runtime_path, device, no_mlflow) -> None:
     import pandas as pd
 
     from satn.checkpoint import save_checkpoint
-    from satn.metrics import score
-    from satn.predictions import predictions_frame
+    from satn.predictions import predictions_frame, scores_of
     from satn.prepare import dataset_of_run
     from satn.refit import chosen_epoch, mean_curve
     from satn.refit import refit as refit_run
@@ -556,10 +555,7 @@ def refit(run_id, tracking_uri, runtime_path, device, no_mlflow) -> None:
             y = [classes.index(truth[u]) for u in r.test.ids]
             frame = predictions_frame(r.test.ids, [speakers[u] for u in r.test.ids], y,
                                       r.test.probs, classes, "test")
-            dev = score([classes.index(c) for c in dev_rows["true"]],
-                        [classes.index(c) for c in dev_rows["pred"]], len(classes))
-            inner_test = score([classes.index(c) for c in test_rows["true"]],
-                               [classes.index(c) for c in test_rows["pred"]], len(classes))
+            dev, inner_test = scores_of(dev_rows, classes), scores_of(test_rows, classes)
             ckpt = save_checkpoint(Path(tmp) / r.name / "best.pt", r.state_dict, cfg=cfg,
                                    classes=classes, normalizer=r.normalizer,
                                    frame_shape=tuple(dataset.frame_shape),

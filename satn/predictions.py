@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from satn.errors import InputError
+from satn.metrics import Scores, score
 
 SCORE_PREFIX = "score."
 SCORE_KINDS = ("probability", "decision")
@@ -50,6 +51,13 @@ def predictions_frame(ids: Sequence[str], speakers: Sequence[str], true: Sequenc
     for j, c in enumerate(classes):
         frame[f"{SCORE_PREFIX}{c}"] = s[:, j]
     return frame
+
+
+def scores_of(rows: pd.DataFrame, classes: Sequence[str]) -> Scores:
+    """WA, UA, F1 and confusion of a table's rows (their ``true`` and ``pred`` names)."""
+    index = {c: i for i, c in enumerate(classes)}
+    return score(rows["true"].map(index).to_numpy(), rows["pred"].map(index).to_numpy(),
+                 len(classes))
 
 
 def classes_of(frame: pd.DataFrame) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from satn.batching import Normalizer
 from satn.config import ConfigError, ExperimentConfig
 from satn.engine import Evaluation
 from satn.folds import make_folds, refit_folds
@@ -39,7 +40,7 @@ class RefitFold:
     epoch: int
     test: Evaluation
     state_dict: dict[str, torch.Tensor]
-    normalizer: object  # satn.batching.Normalizer of its training side
+    normalizer: Normalizer  # of its training side
     seconds: float
 
 

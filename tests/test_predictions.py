@@ -38,3 +38,21 @@ def test_neural_fold_runs_keep_the_best_epochs_predictions(tmp_path):
     assert fold_scores(frame, "ua", side="dev") == pytest.approx({"fold1": best.dev.ua})
     run = MlflowClient(tracking_uri=uri).get_run(obs.fold_runs["fold1"])
     assert run.data.metrics["best_test_ua"] == pytest.approx(best.test.ua)
+
+
+def test_scores_of_a_table_read_its_class_names_in_the_given_order():
+    import numpy as np
+
+    from satn.metrics import score
+    from satn.predictions import predictions_frame, scores_of
+
+    classes = ("neu", "hap", "sad")
+    true, pred = [0, 0, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2]
+    rows = predictions_frame([f"u{i}" for i in range(6)], ["s"] * 6, true,
+                             np.eye(3)[pred], classes, "test")
+    got, want = scores_of(rows, classes), score(true, pred, 3)
+    assert (got.ua, got.wa) == pytest.approx((want.ua, want.wa))
+    assert (got.confusion == want.confusion).all()
+    # another class order names other rows and columns of the same matrix
+    flipped = scores_of(rows, classes[::-1])
+    assert (flipped.confusion == want.confusion[::-1, ::-1]).all()
