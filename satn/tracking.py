@@ -3,8 +3,11 @@
 One parent run per configuration, one child run per fold. Everything is
 logged through ``MlflowClient`` with explicit run ids (no active-run globals),
 so runs can be written from Ray workers and finished or marked by the driver.
-Artifacts that matter (best checkpoint, confusion matrices, attention maps) are
-logged as soon as a fold improves, before a tuner may stop the trial.
+The data of a fold's best epoch (checkpoint, per-utterance predictions, confusion
+tables, attention arrays) is logged as soon as the fold improves, before a tuner may
+stop the trial. Its pictures are drawn once, from the final best, when the fold's run
+ends: drawing them at every improvement cost more than training a small model, and a
+run stopped early or killed keeps all of its best's data, only not the pictures.
 """
 
 from __future__ import annotations
@@ -242,7 +245,8 @@ class MlflowObserver:
             self.client.log_batch(run_id, params=items[i:i + 100])
 
     def _log_best(self, cv: CrossValidation, name: str) -> None:
-        """Checkpoint, confusion matrices and attention maps of a fold's new best epoch."""
+        """Checkpoint, predictions, confusion tables and attention arrays of a fold's new
+        best epoch (the pictures follow when the fold ends: :meth:`_log_best_figures`)."""
         from mlflow.entities import Metric
 
         from satn.checkpoint import save_checkpoint
@@ -267,8 +271,7 @@ class MlflowObserver:
                                    "dev": _scalars(best.dev), "test": _scalars(best.test),
                                    "features_key": cv.dataset_manifest.get("key")})
             self.client.log_artifact(run_id, str(tmp / "best.pt"), "checkpoint")
-            conf = _confusions(tmp, classes, best.dev, best.test,
-                               f"{name} {{side}} (epoch {best.epoch})")
+            conf = _confusions(tmp, classes, best.dev, best.test, pictures=False)
             self.client.log_artifacts(run_id, str(conf), "confusion")
             if best.evaluations:
                 _write_neural_predictions(cv, pf, best.evaluations, tmp / "predictions")
@@ -279,10 +282,29 @@ class MlflowObserver:
                 # ids come from the corpus: file names must not (../../x, /abs, a/b)
                 names = safe_names(best.attention)
                 for safe, uid in names.items():
-                    maps = best.attention[uid]
-                    np.save(att / f"{safe}.npy", maps)
-                    attention_png(maps, att / f"{safe}.png", title=f"{uid} (epoch {best.epoch})")
+                    np.save(att / f"{safe}.npy", best.attention[uid])
                 write_index(att, names)
+                self.client.log_artifacts(run_id, str(att), "attention")
+
+    def _log_best_figures(self, cv: CrossValidation, name: str) -> None:
+        """The pictures of a fold's final best epoch: its dev and test confusion matrices
+        and its probes' attention maps, beside the tables and arrays they draw."""
+        trainer = cv.trainers.get(name)
+        best = trainer.best if trainer is not None else None
+        if best is None:
+            return
+        run_id = self.fold_runs[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            conf = _confusions(tmp, cv.classes, best.dev, best.test,
+                               f"{name} {{side}} (epoch {best.epoch})", tables=False)
+            self.client.log_artifacts(run_id, str(conf), "confusion")
+            if best.attention:
+                att = tmp / "attention"
+                att.mkdir()
+                for safe, uid in safe_names(best.attention).items():
+                    attention_png(best.attention[uid], att / f"{safe}.png",
+                                  title=f"{uid} (epoch {best.epoch})")
                 self.client.log_artifacts(run_id, str(att), "attention")
 
     def _finish(self, cv: CrossValidation, result: CrossValidationResult) -> None:
@@ -293,6 +315,7 @@ class MlflowObserver:
             run_id = self.fold_runs[fr.name]
             self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
                                                    for k, v in _final_metrics(fr).items()])
+            self._log_best_figures(cv, fr.name)
             self.client.set_terminated(run_id, "FINISHED")
         for fr in result.folds if result.ensembles else ():
             self._log_ensemble(cv, fr, result.ensembles[fr.name])
@@ -676,15 +699,18 @@ def _write_predictions_of(cv: CrossValidation, evaluations, labels: dict[str, in
     write_predictions(pd.concat(frames, ignore_index=True), folder / FILE, "probability")
 
 
-def _confusions(tmp: Path, classes, dev, test, title: str) -> Path:
-    """``tmp/confusion`` with ``{dev,test}.{csv,png}`` of two ``Scores``; ``{side}`` in
-    ``title`` names each picture's side."""
+def _confusions(tmp: Path, classes, dev, test, title: str = "", *, tables: bool = True,
+                pictures: bool = True) -> Path:
+    """``tmp/confusion`` with ``{dev,test}.csv`` (``tables``) and ``{dev,test}.png``
+    (``pictures``) of two ``Scores``; ``{side}`` in ``title`` names each picture's side."""
     conf = tmp / "confusion"
     conf.mkdir()
     for side, scores in (("dev", dev), ("test", test)):
-        _write_confusion_csv(scores.confusion, classes, conf / f"{side}.csv")
-        confusion_png(scores.confusion, classes, conf / f"{side}.png",
-                      title=title.replace("{side}", side))
+        if tables:
+            _write_confusion_csv(scores.confusion, classes, conf / f"{side}.csv")
+        if pictures:
+            confusion_png(scores.confusion, classes, conf / f"{side}.png",
+                          title=title.replace("{side}", side))
     return conf
 
 
