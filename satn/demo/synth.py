@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from scipy import signal
 from scipy.ndimage import uniform_filter1d
 
 from satn.config import ConfigError
@@ -103,6 +102,15 @@ class Prosody:
     jitter: float  # relative period-to-period F0 perturbation (formant backend)
     shimmer: float  # relative period-to-period amplitude perturbation (formant backend)
 
+
+
+@functools.cache
+def _signal():
+    """scipy.signal, imported when a corpus is written: importing it takes over a second,
+    which every command that only finds the corpus already on disk would pay."""
+    from scipy import signal
+
+    return signal
 
 def draw_voice(gender: str, variant: str, rng: np.random.Generator) -> Voice:
     """A random speaker of ``gender``; the spread makes speakers audibly distinct."""
@@ -206,7 +214,7 @@ def resolve_backend(name: str = "auto") -> str:
 def _sos(kind: str, freqs: tuple[float, ...], order: int = 2) -> np.ndarray:
     """Butterworth sections, designed once per (kind, band)."""
     wn = freqs[0] if len(freqs) == 1 else list(freqs)
-    return signal.butter(order, wn, btype=kind, fs=SAMPLE_RATE, output="sos")
+    return _signal().butter(order, wn, btype=kind, fs=SAMPLE_RATE, output="sos")
 
 
 def _frame_energy(x: np.ndarray, frame: int = 320) -> np.ndarray:
@@ -238,17 +246,17 @@ def _voice_quality(x: np.ndarray, prosody: Prosody, rng: np.random.Generator) ->
     """Tension brightens and saturates; breath darkens and adds envelope-following noise."""
     x = np.asarray(x, dtype=np.float64)
     if prosody.tension > 0:
-        x = x + 1.5 * prosody.tension * signal.sosfilt(_sos("highpass", (1500.0,)), x)
+        x = x + 1.5 * prosody.tension * _signal().sosfilt(_sos("highpass", (1500.0,)), x)
     peak = float(np.max(np.abs(x))) or 1.0
     x = x / peak
     drive = 1.0 + 5.0 * prosody.tension  # a pressed voice: flattened peaks, extra harmonics
     x = np.tanh(drive * x) / np.tanh(drive)
     b = prosody.breath
     if b > 0:
-        dark = signal.sosfilt(_sos("lowpass", (2500.0,)), x)
+        dark = _signal().sosfilt(_sos("lowpass", (2500.0,)), x)
         x = (1 - 0.7 * b) * x + 0.7 * b * dark
         env = uniform_filter1d(np.abs(x), size=SAMPLE_RATE // 50)
-        noise = signal.sosfilt(_sos("bandpass", (1000.0, 6000.0)), rng.standard_normal(len(x)))
+        noise = _signal().sosfilt(_sos("bandpass", (1000.0, 6000.0)), rng.standard_normal(len(x)))
         noise *= env / (np.sqrt(np.mean((noise * env) ** 2)) + 1e-12)
         x = x + 0.45 * b * _active_rms(x) * noise
     return x
@@ -261,7 +269,7 @@ def _finish(x: np.ndarray, voice: Voice, prosody: Prosody, rng: np.random.Genera
     x = x * (target / rms) if rms > 0 else x
     lead, tail = (int(rng.uniform(0.1, 0.3) * SAMPLE_RATE) for _ in range(2))
     y = np.concatenate([np.zeros(lead), x, np.zeros(tail)])
-    floor = signal.sosfilt(_sos("lowpass", (3000.0,)), rng.standard_normal(len(y)))
+    floor = _signal().sosfilt(_sos("lowpass", (3000.0,)), rng.standard_normal(len(y)))
     floor *= 10 ** ((NOISE_DBFS + rng.uniform(-4, 4)) / 20) / (np.std(floor) + 1e-12)
     y = 0.98 * np.tanh((y + floor) / 0.98)  # no clipping, and no change below -20 dBFS
     return y.astype(np.float32)
@@ -505,7 +513,7 @@ class FormantBackend:
                 gain = 0.12
             else:
                 gain = 0.05 if s.kind == "F" else 0.03
-            noise = signal.sosfilt(_sos("bandpass", s.band), rng.standard_normal(b - a))
+            noise = _signal().sosfilt(_sos("bandpass", s.band), rng.standard_normal(b - a))
             y[a:b] += gain * noise * np.hanning(b - a)
         return y
 
@@ -524,7 +532,7 @@ class FormantBackend:
         n = len(x)
         padded = np.concatenate([np.zeros(win), x, np.zeros(win + hop)])
         frames = np.lib.stride_tricks.sliding_window_view(padded, win)[::hop]  # (T, win)
-        hann = signal.get_window("hann", win).astype(np.float32)
+        hann = _signal().get_window("hann", win).astype(np.float32)
         spec = np.fft.rfft(frames.astype(np.float32) * hann, nfft)  # (T, nfft/2+1) complex64
         centre = np.clip(np.arange(len(frames)) * hop + win // 2 - win, 0, n - 1)
         at = tracks[centre // (SAMPLE_RATE // 1000)]
@@ -760,7 +768,7 @@ class EspeakBackend:
         finally:
             self._idle.put(worker)
         g = math.gcd(SAMPLE_RATE, src_rate)
-        return signal.resample_poly(pcm / 32768.0, SAMPLE_RATE // g, src_rate // g)
+        return _signal().resample_poly(pcm / 32768.0, SAMPLE_RATE // g, src_rate // g)
 
     def close(self) -> None:
         for w in self._all:

@@ -31,7 +31,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from vector_quantize_pytorch import VectorQuantize
 
 
 @dataclass
@@ -90,6 +89,10 @@ class VQVAE(nn.Module):
         enc += [nn.Conv2d(hidden, hidden, 3, padding=1), _Residual(hidden), nn.ReLU(),
                 nn.Conv2d(hidden, code_dim, 1)]
         self.encoder = nn.Sequential(*enc)
+        # imported here: it pulls in torch._dynamo (2-3 s), which commands that build no
+        # VQ-VAE and no optimiser (report, compare, predict) need not wait for
+        from vector_quantize_pytorch import VectorQuantize
+
         self.quantizer = VectorQuantize(
             dim=code_dim, codebook_size=codebook_size, decay=decay, commitment_weight=0.0,
             kmeans_init=kmeans_init, threshold_ema_dead_code=dead_code_threshold,
