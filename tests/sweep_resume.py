@@ -11,7 +11,8 @@ TINY = {
     "model": {"tcn": {"channels": 8, "dilations": [1]}, "attention": {"heads": 2}},
     "train": {"epochs": 4, "batch_size": 8, "lr": 3e-3, "device": "cpu"},
 }
-SPACE = {"name": "resume", "metric": "dev_ua_best", "mode": "max", "num_samples": 3,
+# two trials: one that finished before the kill (never rerun), one it interrupted
+SPACE = {"name": "resume", "metric": "dev_ua_best", "mode": "max", "num_samples": 2,
          "seed": 0, "scheduler": {"kind": "fifo"},
          "params": {"train.lr": {"loguniform": [1e-3, 5e-3]}}}
 
