@@ -158,6 +158,27 @@ def test_recurrent_encoder_ignores_padding_in_both_directions(cell, bidirectiona
             assert got[i, n:].abs().sum() == 0
 
 
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_the_cpus_padded_path_gives_the_packed_paths_outputs_and_gradients(cell, bidirectional):
+    from satn.models.recurrent import CELLS, run_packed, run_padded
+
+    torch.manual_seed(0)
+    rnn = CELLS[cell](5, 7, batch_first=True, bidirectional=bidirectional).double()
+    x = torch.randn(4, 23, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([23, 6, 1, 17])
+    weights = torch.randn(23, 7 * (2 if bidirectional else 1), dtype=torch.float64)
+    got = []
+    for run in (run_packed, run_padded):
+        out = run(rnn, x, lengths)
+        got.append((out, torch.autograd.grad((out * weights).sum(), [x, *rnn.parameters()])))
+    (packed, packed_grads), (padded, padded_grads) = got
+    assert packed.shape == padded.shape == (4, 23, weights.shape[1])
+    assert torch.allclose(padded, packed, atol=1e-12)
+    for want, have in zip(packed_grads, padded_grads, strict=True):
+        assert torch.allclose(have, want, atol=1e-10)
+
+
 def test_recurrent_encoder_direction_is_what_it_says():
     torch.manual_seed(0)
     x, lengths = _batch([20], dim=4)
