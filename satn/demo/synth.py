@@ -103,7 +103,6 @@ class Prosody:
     shimmer: float  # relative period-to-period amplitude perturbation (formant backend)
 
 
-
 @functools.cache
 def _signal():
     """scipy.signal, imported when a corpus is written: importing it takes over a second,
@@ -111,6 +110,7 @@ def _signal():
     from scipy import signal
 
     return signal
+
 
 def draw_voice(gender: str, variant: str, rng: np.random.Generator) -> Voice:
     """A random speaker of ``gender``; the spread makes speakers audibly distinct."""
