@@ -6,8 +6,9 @@ so runs can be written from Ray workers and finished or marked by the driver.
 The data of a fold's best epoch (checkpoint, per-utterance predictions, confusion
 tables, attention arrays) is logged as soon as the fold improves, before a tuner may
 stop the trial. Its pictures are drawn once, from the final best, when the fold's run
-ends: drawing them at every improvement cost more than training a small model, and a
-run stopped early or killed keeps all of its best's data, only not the pictures.
+ends: drawing them at every improvement cost more than training a small model. A trial
+a tuner stops early gets its pictures from the sweep's driver, drawn from that data
+(:func:`draw_stored_figures`); a run killed with its driver keeps the data only.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from satn.errors import InputError
 from satn.folddata import eval_labels
 from satn.plots import attention_png, confusion_png
 from satn.runner import CrossValidation, CrossValidationResult
-from satn.safenames import safe_names, write_index
+from satn.safenames import INDEX, safe_names, write_index
 
 DEFAULT_EXPERIMENT = "satn"
 WRITER_TAG = "satn.writer"  # host:pid:process start time of the process that writes a run
@@ -293,19 +294,12 @@ class MlflowObserver:
         best = trainer.best if trainer is not None else None
         if best is None:
             return
-        run_id = self.fold_runs[name]
+        names = safe_names(best.attention or {})
         with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            conf = _confusions(tmp, cv.classes, best.dev, best.test,
-                               f"{name} {{side}} (epoch {best.epoch})", tables=False)
-            self.client.log_artifacts(run_id, str(conf), "confusion")
-            if best.attention:
-                att = tmp / "attention"
-                att.mkdir()
-                for safe, uid in safe_names(best.attention).items():
-                    attention_png(best.attention[uid], att / f"{safe}.png",
-                                  title=f"{uid} (epoch {best.epoch})")
-                self.client.log_artifacts(run_id, str(att), "attention")
+            _log_figures(self.client, self.fold_runs[name], Path(tmp), cv.classes,
+                         {"dev": best.dev.confusion, "test": best.test.confusion},
+                         {safe: (uid, best.attention[uid]) for safe, uid in names.items()},
+                         name, best.epoch)
 
     def _finish(self, cv: CrossValidation, result: CrossValidationResult) -> None:
         from mlflow.entities import Metric
@@ -699,19 +693,82 @@ def _write_predictions_of(cv: CrossValidation, evaluations, labels: dict[str, in
     write_predictions(pd.concat(frames, ignore_index=True), folder / FILE, "probability")
 
 
-def _confusions(tmp: Path, classes, dev, test, title: str = "", *, tables: bool = True,
+def _confusions(tmp: Path, classes, dev, test, title: str = "", *,
                 pictures: bool = True) -> Path:
-    """``tmp/confusion`` with ``{dev,test}.csv`` (``tables``) and ``{dev,test}.png``
-    (``pictures``) of two ``Scores``; ``{side}`` in ``title`` names each picture's side."""
+    """``tmp/confusion`` with ``{dev,test}.csv`` and, when asked, ``{dev,test}.png`` of
+    two ``Scores``; ``{side}`` in ``title`` names each picture's side."""
     conf = tmp / "confusion"
     conf.mkdir()
     for side, scores in (("dev", dev), ("test", test)):
-        if tables:
-            _write_confusion_csv(scores.confusion, classes, conf / f"{side}.csv")
+        _write_confusion_csv(scores.confusion, classes, conf / f"{side}.csv")
         if pictures:
             confusion_png(scores.confusion, classes, conf / f"{side}.png",
                           title=title.replace("{side}", side))
     return conf
+
+
+def _log_figures(client, run_id: str, tmp: Path, classes: tuple[str, ...],
+                 confusions: dict[str, np.ndarray],
+                 attention: dict[str, tuple[str, np.ndarray]], name: str, epoch: int) -> None:
+    """Draw and log ``confusion/{side}.png`` for each ``{side: (C, C) counts}`` and
+    ``attention/{safe}.png`` for each ``{safe: (utterance id, map)}`` of one best epoch."""
+    conf = tmp / "confusion_png"
+    conf.mkdir()
+    for side, matrix in confusions.items():
+        confusion_png(matrix, classes, conf / f"{side}.png",
+                      title=f"{name} {side} (epoch {epoch})")
+    client.log_artifacts(run_id, str(conf), "confusion")
+    if attention:
+        att = tmp / "attention_png"
+        att.mkdir()
+        for safe, (uid, attn) in attention.items():
+            attention_png(attn, att / f"{safe}.png", title=f"{uid} (epoch {epoch})")
+        client.log_artifacts(run_id, str(att), "attention")
+
+
+def draw_stored_figures(tracking_uri: str, parent_id: str) -> int:
+    """Draw the pictures of a config run's fold runs that ended before drawing them.
+
+    A trial a tuner stops early never reaches the end of its folds, where pictures
+    are drawn; the data of each fold's best (confusion tables, attention arrays and
+    their index) was logged at once, so the driver draws from it. Returns how many
+    fold runs got pictures.
+    """
+    client = _client(tracking_uri)
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    drawn = 0
+    for run in children:
+        run_id = run.info.run_id
+        have = {a.path for a in client.list_artifacts(run_id, "confusion")}
+        if "confusion/dev.csv" not in have or "confusion/dev.png" in have:
+            continue  # nothing logged yet, or drawn already
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            stored = Path(client.download_artifacts(run_id, "confusion", str(tmp)))
+            tables = {side: _read_confusion_csv(stored / f"{side}.csv")
+                      for side in ("dev", "test") if (stored / f"{side}.csv").is_file()}
+            classes = next(iter(tables.values()))[0]
+            attention: dict[str, tuple[str, np.ndarray]] = {}
+            if any(a.path == f"attention/{INDEX}" for a in client.list_artifacts(
+                    run_id, "attention")):
+                folder = Path(client.download_artifacts(run_id, "attention", str(tmp)))
+                index = json.loads((folder / INDEX).read_text())
+                attention = {safe: (uid, np.load(folder / f"{safe}.npy"))
+                             for safe, uid in index.items() if (folder / f"{safe}.npy").is_file()}
+            _log_figures(client, run_id, tmp, classes,
+                         {side: m for side, (_, m) in tables.items()}, attention,
+                         run.data.tags.get("satn.fold", run.info.run_name or run_id),
+                         int(run.data.metrics.get("best_epoch", 0)))
+            drawn += 1
+    return drawn
+
+
+def _read_confusion_csv(path: Path) -> tuple[tuple[str, ...], np.ndarray]:
+    """``(classes, (C, C) counts)`` of a table :func:`_write_confusion_csv` wrote."""
+    header, *rows = [line.split(",") for line in path.read_text().splitlines() if line]
+    return tuple(header[1:]), np.array([[float(v) for v in r[1:]] for r in rows])
 
 
 def _final_metrics(fr) -> dict[str, float]:

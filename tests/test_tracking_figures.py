@@ -1,6 +1,8 @@
 """What a fold run holds while it trains and once it ends: the data of its best epoch
 from the first improvement on, the pictures of its final best when it ends."""
 
+from pathlib import Path
+
 import torch
 from fakes import MemoryDataset
 
@@ -53,3 +55,61 @@ def test_a_fold_run_keeps_its_best_data_at_once_and_draws_pictures_when_it_ends(
     assert npy == sorted(f[:-4] for f in attention if f.endswith(".png"))  # one per array
     assert _files(client, run_id, "confusion") == {
         f"confusion/{s}.{e}" for s in ("dev", "test") for e in ("csv", "png")}
+
+
+def test_a_trial_stopped_early_gets_the_pictures_it_would_have_drawn(tmp_path):
+    """A tuner stops a trial inside its report: the driver draws the fold's pictures from
+    the data logged at its best, the same pictures the fold would have drawn at its end."""
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from satn.plots import attention_png, confusion_png
+    from satn.runner import CrossValidation
+    from satn.safenames import safe_names
+    from satn.tracking import MlflowObserver, draw_stored_figures, ensure_experiment
+
+    torch.set_num_threads(1)
+    cfg = ExperimentConfig().override({
+        "model.tcn.channels": 8, "model.attention.heads": 2, "model.tcn.dilations": "1",
+        "train.epochs": 4, "train.batch_size": 16, "train.device": "cpu"})
+    exp = CrossValidation(cfg, MemoryDataset(per_speaker_class=2), folds=[1])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    obs = MlflowObserver(uri, ensure_experiment(uri, "t"), run_name="t")
+    client = MlflowClient(tracking_uri=uri)
+
+    class Stopped(Exception):
+        pass
+
+    class Stop:  # the tuner's stop, after the second epoch's report
+        def on_start(self, cv):
+            pass
+
+        def on_epoch(self, cv, epoch, stats, final):
+            if epoch == 2:
+                raise Stopped
+
+    try:
+        exp.run([obs, Stop()])
+    except Stopped:
+        pass
+    run_id = obs.fold_runs["fold1"]
+    assert not [f for f in _files(client, run_id, "confusion") if f.endswith(".png")]
+    assert draw_stored_figures(uri, obs.parent_id) == 1
+    assert draw_stored_figures(uri, obs.parent_id) == 0  # drawn once
+
+    best = exp.trainers["fold1"].best
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    got = Path(client.download_artifacts(run_id, "", str(tmp_path / "got")))
+    for side, scores in (("dev", best.dev), ("test", best.test)):
+        confusion_png(scores.confusion, exp.classes, ours / f"{side}.png",
+                      title=f"fold1 {side} (epoch {best.epoch})")
+        assert (got / "confusion" / f"{side}.png").read_bytes() == (
+            ours / f"{side}.png").read_bytes()
+    names = safe_names(best.attention)
+    assert len(names) == len(exp.prepared[0].data.probe_ids) > 0
+    for safe, uid in names.items():
+        attention_png(best.attention[uid], ours / f"{safe}.png", title=f"{uid} (epoch {best.epoch})")
+        assert (got / "attention" / f"{safe}.png").read_bytes() == (
+            ours / f"{safe}.png").read_bytes()
+        assert np.array_equal(np.load(got / "attention" / f"{safe}.npy"), best.attention[uid])
