@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from satn.tracking import _client
+from satn.tracking import open_client
 
 TINY = {
     "data": {"corpus": "demo", "demo_per_class": 2},
@@ -18,7 +18,7 @@ SPACE = {"name": "resume", "metric": "dev_ua_best", "mode": "max", "num_samples"
 
 
 def sweep_runs(uri: str):
-    client = _client(uri)
+    client = open_client(uri)
     exp = client.get_experiment_by_name("satn")
     if exp is None:
         return client, []

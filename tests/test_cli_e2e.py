@@ -21,7 +21,7 @@ TINY = {
 }
 
 
-def _client(uri):
+def open_client(uri):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
@@ -72,7 +72,7 @@ def test_train_one_fold_logs_to_mlflow_and_predict_reads_it(workspace, tmp_path)
     assert "fold1" in out and "MLflow run" in out
     run_id = out.split("MLflow run ")[1].split()[0]
     uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    parent = _client(uri).get_run(run_id)
+    parent = open_client(uri).get_run(run_id)
     assert parent.info.status == "FINISHED"
     assert parent.data.tags["satn.level"] == "config"
 
@@ -147,7 +147,7 @@ def test_every_table2_variant_trains_through_satn_train(workspace, variant, monk
     assert ("(ser " in out) == variant.endswith("_at")  # the loss terms, when there are two
     uri = f"sqlite:///{workspace / 'mlflow.db'}"
     run_id = out.split("MLflow run ")[1].split()[0]
-    client = _client(uri)
+    client = open_client(uri)
     fold = client.search_runs([client.get_run(run_id).info.experiment_id],
                               filter_string=f"tags.mlflow.parentRunId = '{run_id}'")[0]
     names = set(fold.data.metrics)
@@ -166,7 +166,7 @@ def test_an_at_variant_without_a_teacher_is_one_line(workspace):
 def test_report_prints_table2_from_the_runs_and_the_experiment_opens_as_model_training(
         workspace, tmp_path):
     uri = f"sqlite:///{workspace / 'mlflow.db'}"
-    client = _client(uri)
+    client = open_client(uri)
     exp = client.get_experiment_by_name("e2e")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([exp.experiment_id], "tags.`satn.entry` = 'satn train' AND "
@@ -233,7 +233,7 @@ def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
     assert "sweep e2e-sweep: 2 trial(s)" in out and "best configuration" in out
     assert _raylets() <= before  # the sweep shut down the Ray it started
 
-    client = _client(f"sqlite:///{workspace / 'mlflow.db'}")
+    client = open_client(f"sqlite:///{workspace / 'mlflow.db'}")
     exp = client.get_experiment_by_name("e2e")
     runs = client.search_runs([exp.experiment_id], "tags.`satn.sweep` = 'e2e-sweep'")
     parents = [r for r in runs if r.data.tags["satn.level"] == "config"]
@@ -272,11 +272,11 @@ def test_sweep_end_to_end_then_mlflow_holds_everything(workspace):
 
 
 def test_a_sweep_with_failed_trials_names_them_and_exits_3(workspace):
-    from satn.tracking import WRITER_TAG, _client, ensure_experiment
+    from satn.tracking import WRITER_TAG, ensure_experiment, open_client
 
     uri = f"sqlite:///{workspace / 'mlflow.db'}"
     # a run that an ended process left RUNNING: the next sweep on this store marks it
-    stale = _client(uri).create_run(ensure_experiment(uri, "e2e"), run_name="stale",
+    stale = open_client(uri).create_run(ensure_experiment(uri, "e2e"), run_name="stale",
                                     tags={WRITER_TAG: "x:1:1.0".replace("x", _hostname())})
     space = workspace / "failing.yaml"
     space.write_text(yaml.safe_dump({
@@ -293,7 +293,7 @@ def test_a_sweep_with_failed_trials_names_them_and_exits_3(workspace):
     assert len(failed) == 1 and "cuda:8" in failed[0]
     assert "best configuration" in res.output  # the good trial still counts
     assert "marked 1 run(s) that ended processes had left RUNNING" in res.output
-    client = _client(uri)
+    client = open_client(uri)
     assert client.get_run(stale.info.run_id).info.status == "KILLED"
     exp = client.get_experiment_by_name("e2e")
     runs = client.search_runs([exp.experiment_id], "tags.`satn.sweep` = 'failing-sweep'")
@@ -310,7 +310,7 @@ def test_a_sweep_selecting_by_inner_folds_scores_each_fold_by_its_ensemble(works
     out = _run(sweep_main, ["--space", space, *_common(workspace), "--epochs", 1,
                             "--set", "selection.inner_k=2", "--name", "inner-sweep"]).output
     assert "best configuration" in out
-    client = _client(f"sqlite:///{workspace / 'mlflow.db'}")
+    client = open_client(f"sqlite:///{workspace / 'mlflow.db'}")
     exp = client.get_experiment_by_name("e2e")
     runs = client.search_runs([exp.experiment_id], "tags.`satn.sweep` = 'inner-sweep'")
     by_level: dict[str, list] = {}

@@ -41,7 +41,7 @@ def demo(tmp_path_factory):
 def test_folds_train_at_once_in_their_own_workers_on_the_gpus_ray_gave(demo, tmp_path):
     from satn.space import load_space
     from satn.sweep import run_sweep
-    from satn.tracking import _client
+    from satn.tracking import open_client
 
     root, cfg, runtime, uri = demo
     space = tmp_path / "space.yaml"
@@ -55,7 +55,7 @@ def test_folds_train_at_once_in_their_own_workers_on_the_gpus_ray_gave(demo, tmp
     result = run_sweep(cfg, load_space(str(space)), runtime, uri, name="placement", verbose=0)
     assert result.n_errors == 0 and result.best_run_id
 
-    client = _client(result.tracking_uri)
+    client = open_client(result.tracking_uri)
     folds = client.search_runs([client.get_run(result.best_run_id).info.experiment_id],
                                "tags.`satn.level` = 'fold'")
     where = {r.data.tags["satn.fold"]: json.loads(r.data.tags["satn.placement"]) for r in folds}

@@ -18,9 +18,9 @@ from userenv import bare_env, entry_point
 from satn.cli import main
 from satn.tracking import (
     WRITER_TAG,
-    _client,
     ensure_experiment,
     mark_sweep_leftovers,
+    open_client,
     repair_runs,
     writer_id,
 )
@@ -29,8 +29,8 @@ from satn.tracking import (
 def _run_in_ended_process(uri: str, exp_id: str) -> str:
     """A run created by a process that then exits without ending it (as a kill -9 leaves it)."""
     code = textwrap.dedent(f"""
-        from satn.tracking import WRITER_TAG, _client, writer_id
-        run = _client({uri!r}).create_run({exp_id!r}, run_name="orphan",
+        from satn.tracking import WRITER_TAG, open_client, writer_id
+        run = open_client({uri!r}).create_run({exp_id!r}, run_name="orphan",
                                           tags={{WRITER_TAG: writer_id()}})
         print(run.info.run_id)
     """)
@@ -41,7 +41,7 @@ def _run_in_ended_process(uri: str, exp_id: str) -> str:
 def test_repair_marks_runs_of_ended_processes_only(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = ensure_experiment(uri, "satn")
-    client = _client(uri)
+    client = open_client(uri)
     orphan = _run_in_ended_process(uri, exp)
     alive = client.create_run(exp, run_name="alive", tags={WRITER_TAG: writer_id()}).info.run_id
     elsewhere = client.create_run(exp, run_name="elsewhere",
@@ -76,7 +76,7 @@ def test_repair_never_creates_a_store(tmp_path, monkeypatch):
 def test_a_sweep_closes_its_own_leftovers(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     exp = ensure_experiment(uri, "satn")
-    client = _client(uri)
+    client = open_client(uri)
     mine = client.create_run(exp, tags={"satn.sweep": "s1"}).info.run_id
     done = client.create_run(exp, tags={"satn.sweep": "s1"}).info.run_id
     client.set_terminated(done, "FINISHED")
@@ -109,8 +109,8 @@ def test_runs_of_a_killed_train_are_repaired_by_the_installed_command(tmp_path):
         if not (tmp_path / "mlflow.db").exists():
             continue
         try:
-            exp = _client(uri).get_experiment_by_name("satn")
-            runs = _client(uri).search_runs([exp.experiment_id]) if exp else []
+            exp = open_client(uri).get_experiment_by_name("satn")
+            runs = open_client(uri).search_runs([exp.experiment_id]) if exp else []
         except Exception:  # the store is still being created
             continue
         if len(runs) == 6:  # the config run and its five fold runs
@@ -123,7 +123,7 @@ def test_runs_of_a_killed_train_are_repaired_by_the_installed_command(tmp_path):
     res = subprocess.run([entry_point("satn"), "runs", "repair"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)
     assert res.returncode == 0 and "marked 6 run(s) KILLED" in res.stdout, res.stdout + res.stderr
-    statuses = {r.info.status for r in _client(uri).search_runs([runs[0].info.experiment_id])}
+    statuses = {r.info.status for r in open_client(uri).search_runs([runs[0].info.experiment_id])}
     assert statuses == {"KILLED"}
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from satn.tracking import _client, ensure_experiment, mark_runs
+from satn.tracking import ensure_experiment, mark_runs, open_client
 
 
 @pytest.fixture()
@@ -13,7 +13,7 @@ def store(tmp_path, monkeypatch):
 
 
 def _config_with_folds(uri, exp_id, parent_status, fold_statuses):
-    client = _client(uri)
+    client = open_client(uri)
     parent = client.create_run(exp_id, tags={"satn.level": "config"}).info.run_id
     folds = [client.create_run(exp_id, tags={"mlflow.parentRunId": parent}).info.run_id
              for _ in fold_statuses]
@@ -49,24 +49,24 @@ def test_a_failed_trial_keeps_its_status_and_gets_the_reason(store):
 
 def test_the_experiment_opens_as_model_training_even_when_made_before_the_tag(tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    old = _client(uri).create_experiment("older")  # as satn made them before
+    old = open_client(uri).create_experiment("older")  # as satn made them before
     assert ensure_experiment(uri, "older") == old
     fresh = ensure_experiment(uri, "fresh")
     for exp_id in (old, fresh):
-        tags = _client(uri).get_experiment(exp_id).tags
+        tags = open_client(uri).get_experiment(exp_id).tags
         assert tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 _OPEN_AT = """
 import sys, time
 from pathlib import Path
-from satn.tracking import _client, ensure_experiment
+from satn.tracking import open_client, ensure_experiment
 uri, ready, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 (ready / sys.argv[4]).touch()
 while len(list(ready.iterdir())) < n:  # all past their imports, then open together
     time.sleep(0.001)
 ensure_experiment(uri, "satn")
-print(len(_client(uri).search_experiments()))
+print(len(open_client(uri).search_experiments()))
 """
 
 

@@ -13,7 +13,8 @@ def _files(client, run_id: str, path: str) -> set[str]:
     return {f.path for f in client.list_artifacts(run_id, path)}
 
 
-def test_a_fold_run_keeps_its_best_data_at_once_and_draws_pictures_when_it_ends(tmp_path):
+def _tiny(tmp_path, epochs: int):
+    """A one-fold cross-validation of a tiny model, its MLflow observer and a client."""
     from mlflow.tracking import MlflowClient
 
     from satn.runner import CrossValidation
@@ -22,11 +23,15 @@ def test_a_fold_run_keeps_its_best_data_at_once_and_draws_pictures_when_it_ends(
     torch.set_num_threads(1)
     cfg = ExperimentConfig().override({
         "model.tcn.channels": 8, "model.attention.heads": 2, "model.tcn.dilations": "1",
-        "train.epochs": 3, "train.batch_size": 16, "train.device": "cpu"})
+        "train.epochs": epochs, "train.batch_size": 16, "train.device": "cpu"})
     exp = CrossValidation(cfg, MemoryDataset(per_speaker_class=2), folds=[1])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     obs = MlflowObserver(uri, ensure_experiment(uri, "t"), run_name="t")
-    client = MlflowClient(tracking_uri=uri)
+    return exp, uri, obs, MlflowClient(tracking_uri=uri)
+
+
+def test_a_fold_run_keeps_its_best_data_at_once_and_draws_pictures_when_it_ends(tmp_path):
+    exp, _, obs, client = _tiny(tmp_path, epochs=3)
     during: dict[int, set[str]] = {}
 
     class Look:  # what a tuner stopping the trial after this epoch would leave
@@ -61,21 +66,12 @@ def test_a_trial_stopped_early_gets_the_pictures_it_would_have_drawn(tmp_path):
     """A tuner stops a trial inside its report: the driver draws the fold's pictures from
     the data logged at its best, the same pictures the fold would have drawn at its end."""
     import numpy as np
-    from mlflow.tracking import MlflowClient
 
     from satn.plots import attention_png, confusion_png
-    from satn.runner import CrossValidation
     from satn.safenames import safe_names
-    from satn.tracking import MlflowObserver, draw_stored_figures, ensure_experiment
+    from satn.tracking import draw_stored_figures
 
-    torch.set_num_threads(1)
-    cfg = ExperimentConfig().override({
-        "model.tcn.channels": 8, "model.attention.heads": 2, "model.tcn.dilations": "1",
-        "train.epochs": 4, "train.batch_size": 16, "train.device": "cpu"})
-    exp = CrossValidation(cfg, MemoryDataset(per_speaker_class=2), folds=[1])
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    obs = MlflowObserver(uri, ensure_experiment(uri, "t"), run_name="t")
-    client = MlflowClient(tracking_uri=uri)
+    exp, uri, obs, client = _tiny(tmp_path, epochs=4)
 
     class Stopped(Exception):
         pass
