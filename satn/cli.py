@@ -956,7 +956,8 @@ def runs() -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be marked; change nothing.")
 @friendly_errors
 def runs_repair(tracking_uri, experiments, older_than, dry_run) -> None:
-    """Mark KILLED the runs left RUNNING by a process that has ended (a killed sweep or train)."""
+    """Mark KILLED the runs left RUNNING by a process that has ended (a killed sweep or train),
+    and draw the confusion and attention pictures their folds did not reach."""
     from satn.tracking import default_tracking_uri, repair_runs, require_store
 
     uri = require_store(tracking_uri or default_tracking_uri())

@@ -3,6 +3,7 @@ from the first improvement on, the pictures of its final best when it ends."""
 
 from pathlib import Path
 
+import pytest
 import torch
 from fakes import MemoryDataset
 
@@ -62,14 +63,28 @@ def test_a_fold_run_keeps_its_best_data_at_once_and_draws_pictures_when_it_ends(
         f"confusion/{s}.{e}" for s in ("dev", "test") for e in ("csv", "png")}
 
 
-def test_a_trial_stopped_early_gets_the_pictures_it_would_have_drawn(tmp_path):
-    """A tuner stops a trial inside its report: the driver draws the fold's pictures from
-    the data logged at its best, the same pictures the fold would have drawn at its end."""
+def _ended_writer() -> str:
+    """The writer id of a process that has ended."""
+    import subprocess
+    import sys
+
+    code = "from satn.tracking import writer_id; print(writer_id())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("ending", ["stopped by the tuner", "its process killed"])
+def test_a_run_that_never_reached_its_end_gets_the_pictures_it_would_have_drawn(
+        tmp_path, ending):
+    """A tuner stops a trial inside its report (the sweep's driver draws), or its process
+    is killed (``satn runs repair`` draws): the fold's pictures come from the data logged
+    at its best, the same pictures the fold would have drawn at its end."""
     import numpy as np
 
     from satn.plots import attention_png, confusion_png
     from satn.safenames import safe_names
-    from satn.tracking import draw_stored_figures
+    from satn.tracking import WRITER_TAG, draw_stored_figures, repair_runs
 
     exp, uri, obs, client = _tiny(tmp_path, epochs=4)
 
@@ -90,7 +105,14 @@ def test_a_trial_stopped_early_gets_the_pictures_it_would_have_drawn(tmp_path):
         pass
     run_id = obs.fold_runs["fold1"]
     assert not [f for f in _files(client, run_id, "confusion") if f.endswith(".png")]
-    assert draw_stored_figures(uri, obs.parent_id) == 1
+    if ending == "stopped by the tuner":
+        assert draw_stored_figures(uri, obs.parent_id) == 1
+    else:
+        dead = _ended_writer()
+        for rid in (obs.parent_id, run_id):
+            client.set_tag(rid, WRITER_TAG, dead)
+        assert {o.run_id for o in repair_runs(uri)} == {obs.parent_id, run_id}
+        assert client.get_run(run_id).info.status == "KILLED"
     assert draw_stored_figures(uri, obs.parent_id) == 0  # drawn once
 
     best = exp.trainers["fold1"].best

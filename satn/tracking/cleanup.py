@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,10 +43,11 @@ def mark_runs(tracking_uri: str, parent_id: str, status: str, tags: dict[str, st
 def draw_stored_figures(tracking_uri: str, parent_id: str) -> int:
     """Draw the pictures of a config run's fold runs that ended before drawing them.
 
-    A trial a tuner stops early never reaches the end of its folds, where pictures
-    are drawn; the data of each fold's best (confusion tables, attention arrays and
-    their index) was logged at once, so the driver draws from it. Returns how many
-    fold runs got pictures.
+    A trial a tuner stops early, or a run whose process was killed, never reaches the
+    end of its folds, where pictures are drawn; the data of each fold's best
+    (confusion tables, attention arrays and their index) was logged at once, so the
+    driver or ``satn runs repair`` draws from it. Returns how many fold runs got
+    pictures.
     """
     client = open_client(tracking_uri)
     parent = client.get_run(parent_id)
@@ -143,7 +145,8 @@ def find_orphans(tracking_uri: str, experiments: list[str] | None = None,
 
 def repair_runs(tracking_uri: str, experiments: list[str] | None = None,
                 older_than_hours: float | None = None, dry_run: bool = False) -> list[Orphan]:
-    """Mark orphaned runs (:func:`find_orphans`) KILLED, tagged with why."""
+    """Mark orphaned runs (:func:`find_orphans`) KILLED, tagged with why, and draw the
+    pictures their folds never reached the end to draw."""
     orphans = find_orphans(tracking_uri, experiments, older_than_hours)
     if not dry_run:
         client = open_client(tracking_uri)
@@ -151,6 +154,11 @@ def repair_runs(tracking_uri: str, experiments: list[str] | None = None,
             client.set_tag(o.run_id, "satn.outcome", "orphaned")
             client.set_tag(o.run_id, "satn.reason", o.reason)
             client.set_terminated(o.run_id, "KILLED")
+        for o in orphans:  # a config run's folds never reached their end, where they draw
+            try:
+                draw_stored_figures(tracking_uri, o.run_id)
+            except Exception as e:  # noqa: BLE001 - the runs are marked; pictures are extra
+                warnings.warn(f"pictures of run {o.run_id} not drawn: {e}", stacklevel=2)
     return orphans
 
 

@@ -6,8 +6,8 @@ tables, attention arrays) is logged as soon as the fold improves, before a tuner
 stop the trial. Its pictures are drawn once, from the final best, when the fold's run
 ends: drawing them at every improvement cost more than training a small model. A trial
 a tuner stops early gets its pictures from the sweep's driver, drawn from that data
-(:func:`satn.tracking.cleanup.draw_stored_figures`); a run killed with its driver keeps
-the data only.
+(:func:`satn.tracking.cleanup.draw_stored_figures`), and a run killed with its process
+gets them from ``satn runs repair`` (which a resumed sweep runs first).
 """
 
 from __future__ import annotations
