@@ -158,7 +158,7 @@ def test_runs_that_scored_different_things_cannot_be_fused():
 
 
 def test_a_store_uri_is_logged_without_credentials():
-    from satn.cli import _public_uri
+    from satn.cli.common import public_uri
 
-    assert _public_uri("https://ann:s3cret@mlflow.lab:5000/x") == "https://mlflow.lab:5000/x"
-    assert _public_uri("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
+    assert public_uri("https://ann:s3cret@mlflow.lab:5000/x") == "https://mlflow.lab:5000/x"
+    assert public_uri("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
