@@ -11,17 +11,18 @@ from satn.demo.synth import BACKENDS
 from satn.report import LAYOUTS
 
 
-def _choices(command: click.Command, option: str) -> list[str]:
+def _choices(name: str, option: str) -> list[str]:
+    command = cli.main.commands[name]  # as `satn NAME --help` shows it
     param = next(p for p in command.params if p.name == option)
     assert isinstance(param.type, click.Choice), f"{command.name} --{option} is not a choice"
     return list(param.type.choices)
 
 
 def test_cli_choices_are_the_codes_own_lists():
-    assert _choices(cli.train, "corpus") == list(CORPORA)
-    assert _choices(cli.train, "protocol") == list(PROTOCOLS)
-    assert _choices(cli.features, "kind") == list(FEATURE_KINDS)
-    assert _choices(cli.baseline, "feature_sets") == list(FEATURE_SETS)
-    assert _choices(cli.baseline, "classifiers") == list(CLASSIFIERS)
-    assert _choices(cli.demo_corpus, "backend") == ["auto", *BACKENDS]
-    assert _choices(cli.report, "layout") == list(LAYOUTS)
+    assert _choices("train", "corpus") == list(CORPORA)
+    assert _choices("train", "protocol") == list(PROTOCOLS)
+    assert _choices("features", "kind") == list(FEATURE_KINDS)
+    assert _choices("baseline", "feature_sets") == list(FEATURE_SETS)
+    assert _choices("baseline", "classifiers") == list(CLASSIFIERS)
+    assert _choices("demo-corpus", "backend") == ["auto", *BACKENDS]
+    assert _choices("report", "layout") == list(LAYOUTS)
