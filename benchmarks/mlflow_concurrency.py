@@ -24,9 +24,9 @@ from pathlib import Path
 def writer(uri: str, exp_id: str, epochs: int, start: float, out) -> None:
     from mlflow.entities import Metric
 
-    from satn.tracking import _client
+    from satn.tracking import open_client
 
-    client = _client(uri)
+    client = open_client(uri)
     while time.time() < start:  # all writers begin at once
         time.sleep(0.005)
     lat, errors, t0 = [], [], time.perf_counter()

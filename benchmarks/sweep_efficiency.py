@@ -36,7 +36,7 @@ def main() -> None:
     from satn.prepare import prepare_dataset
     from satn.space import load_space
     from satn.sweep import run_sweep
-    from satn.tracking import _client
+    from satn.tracking import open_client
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=4)
@@ -68,7 +68,7 @@ def main() -> None:
                            epochs=args.epochs, name="eff", verbose=0)
         wall = time.time() - start
 
-        client = _client(result.tracking_uri)
+        client = open_client(result.tracking_uri)
         exp = client.get_experiment_by_name("satn")
         runs = client.search_runs([exp.experiment_id], "tags.`satn.sweep` = 'eff'")
         parents = [r for r in runs if r.data.tags["satn.level"] == "config"]
