@@ -76,13 +76,21 @@ def resolve_teacher(cfg: ExperimentConfig, runtime: RuntimeConfig,
     if not ref or Path(ref).is_file():
         return cfg
     from satn.safenames import safe_name
-    from satn.tracking import default_tracking_uri, teacher_path
+    from satn.tracking import teacher_path
 
     dest = Path(runtime.data_dir).resolve() / "teachers" / safe_name(ref)
     cached = dest / "teacher" / "teacher.pt"
     path = cached if cached.is_file() else teacher_path(
-        ref, tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri(), dest)
+        ref, store_uri(tracking_uri, runtime), dest)
     return cfg.override({"transfer.teacher": str(Path(path).resolve())})
+
+
+def store_uri(tracking_uri: str | None, runtime: RuntimeConfig) -> str:
+    """The MLflow store a command writes to or reads: ``--tracking-uri``, else the runtime's
+    ``mlflow.tracking_uri``, else ``./mlflow.db`` (or MLFLOW_TRACKING_URI when set)."""
+    from satn.tracking import default_tracking_uri
+
+    return tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
 
 
 def friendly_errors(fn):

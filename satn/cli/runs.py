@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from satn.cli.common import friendly_errors, load_runtime, main
+from satn.cli.common import friendly_errors, load_runtime, main, store_uri
 
 
 @main.command()
@@ -35,10 +35,10 @@ def report(sweep, run_ids, experiment, tracking_uri, fmt, paper, png, layout, ci
     """A table in a paper's layout from MLflow runs: rows = variants, scores as mean ± std
     over folds (SATN Table 2: dev / test WA and UA; TACN: test F1, WA and UA)."""
     from satn.report import comparison_png, load_paper, summarise, table
-    from satn.tracking import default_tracking_uri, read_runs
+    from satn.tracking import read_runs
 
     runtime = load_runtime(runtime_path)
-    uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+    uri = store_uri(tracking_uri, runtime)
     try:
         records = read_runs(uri, experiment or runtime.mlflow.experiment, sweep=sweep,
                             run_ids=tuple(run_ids))

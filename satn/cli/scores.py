@@ -16,6 +16,7 @@ from satn.cli.common import (
     load_runtime,
     main,
     public_uri,
+    store_uri,
 )
 from satn.config import ConfigError, ExperimentConfig
 from satn.errors import InputError
@@ -51,9 +52,9 @@ def baseline(config_path, corpus, root, protocol, sets, runtime_path, feature_se
                for f in (feature_sets or ("egemaps", "logmel_stats"))
                for c in (classifiers or ("svm", "logreg"))]
     if not no_mlflow:
-        from satn.tracking import default_tracking_uri, ensure_experiment, log_baseline, ui_hint
+        from satn.tracking import ensure_experiment, log_baseline, ui_hint
 
-        uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+        uri = store_uri(tracking_uri, runtime)
         exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
     rows = []
     features = {}
@@ -100,9 +101,9 @@ def compare(run_a, run_b, tracking_uri, tracking_uri_b, side, resamples, level, 
     bootstrap CI, a paired permutation test over utterances and paired tests over folds."""
     from satn.significance import bootstrap_ci
     from satn.significance import compare as compare_runs
-    from satn.tracking import default_tracking_uri, load_predictions
+    from satn.tracking import load_predictions
 
-    uri = tracking_uri or load_runtime(None).mlflow.tracking_uri or default_tracking_uri()
+    uri = store_uri(tracking_uri, load_runtime(None))
     a, b = load_predictions(uri, run_a), load_predictions(tracking_uri_b or uri, run_b)
     pct = f"{level:.0%}"
     for tag, f in (("A", a), ("B", b)):
@@ -140,9 +141,9 @@ def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, no_mlflow) -> None
     from satn.fusion import GRID
     from satn.fusion import fuse as fuse_runs
     from satn.significance import fold_scores
-    from satn.tracking import default_tracking_uri, load_predictions, log_fusion
+    from satn.tracking import load_predictions, log_fusion
 
-    uri = tracking_uri or load_runtime(None).mlflow.tracking_uri or default_tracking_uri()
+    uri = store_uri(tracking_uri, load_runtime(None))
     uri_b = tracking_uri_b or uri
     a, b = load_predictions(uri, run_a), load_predictions(uri_b, run_b)
     grid = floats(weights, "--weights") or GRID
@@ -194,7 +195,6 @@ def refit(run_id, tracking_uri, runtime_path, device, no_mlflow) -> None:
     from satn.refit import chosen_epoch, mean_curve
     from satn.refit import refit as refit_run
     from satn.tracking import (
-        default_tracking_uri,
         load_predictions,
         log_refit,
         member_curves,
@@ -203,7 +203,7 @@ def refit(run_id, tracking_uri, runtime_path, device, no_mlflow) -> None:
     )
 
     runtime = load_runtime(runtime_path)
-    uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+    uri = store_uri(tracking_uri, runtime)
     cfg = ExperimentConfig.from_dict(run_config(uri, run_id))
     if not cfg.selection.inner_k:
         raise ConfigError(f"run {run_id} chose its epochs on one dev side (selection.inner_k "

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import click
 
-from satn.cli.common import experiment_options, friendly_errors, load_experiment, load_runtime, main
+from satn.cli.common import (
+    experiment_options,
+    friendly_errors,
+    load_experiment,
+    load_runtime,
+    main,
+    store_uri,
+)
 
 
 @main.command("pretrain-vqvae")
@@ -112,9 +119,9 @@ def _save_pretraining(cfg, pre, info, result, out, runtime, tracking_uri, no_mlf
     click.echo(f"artifact {path}\nfigures {figs}")
     if no_mlflow:
         return
-    from satn.tracking import default_tracking_uri, ensure_experiment, log_finished_run
+    from satn.tracking import ensure_experiment, log_finished_run
 
-    uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+    uri = store_uri(tracking_uri, runtime)
     exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
     params = {**{f"model.vqvae.{k}": v for k, v in asdict(cfg.model.vqvae).items()},
               **{f"pretrain.{k}": v for k, v in asdict(pre).items()},
@@ -154,14 +161,13 @@ def tacn_figures(run_ids, fold, out, runtime_path, tracking_uri, seed) -> None:
     from satn.representations import run_side, tsne_2d
     from satn.store import open_dataset
     from satn.tracking import (
-        default_tracking_uri,
         ensure_experiment,
         fold_checkpoint,
         log_finished_run,
     )
 
     runtime = load_runtime(runtime_path)
-    uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+    uri = store_uri(tracking_uri, runtime)
     sides, classes = {}, None
     with tempfile.TemporaryDirectory() as tmp:
         for rid in run_ids:

@@ -13,6 +13,7 @@ from satn.cli.common import (
     load_runtime,
     main,
     parse_sets,
+    store_uri,
 )
 from satn.config import ConfigError
 
@@ -68,9 +69,9 @@ def teacher(config_path, corpus, root, protocol, sets, runtime_path, teacher_pat
     observers = [TeacherConsole()]
     tracker = None
     if not no_mlflow:
-        from satn.tracking import TeacherMlflowObserver, default_tracking_uri, ensure_experiment
+        from satn.tracking import TeacherMlflowObserver, ensure_experiment
 
-        uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+        uri = store_uri(tracking_uri, runtime)
         exp_id = ensure_experiment(uri, runtime.mlflow.experiment)
         params = {k: v for k, v in cfg.flat().items() if k.startswith(("data.", "features."))}
         tracker = TeacherMlflowObserver(uri, exp_id, run_name=f"teacher/{cfg.data.corpus}",

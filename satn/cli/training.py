@@ -19,6 +19,7 @@ from satn.cli.common import (
     load_runtime,
     main,
     resolve_teacher,
+    store_uri,
 )
 from satn.config import ConfigError
 
@@ -83,9 +84,9 @@ def train(config_path, corpus, root, protocol, sets, runtime_path, variant, fold
     cv = CrossValidation(cfg, open_dataset(info.uri), folds=list(fold_ids) or None)
     observers = [ConsoleObserver()]
     if not no_mlflow:
-        from satn.tracking import MlflowObserver, default_tracking_uri, ensure_experiment, ui_hint
+        from satn.tracking import MlflowObserver, ensure_experiment, ui_hint
 
-        uri = tracking_uri or runtime.mlflow.tracking_uri or default_tracking_uri()
+        uri = store_uri(tracking_uri, runtime)
         if "{head_ip}" in uri:
             raise ConfigError(f"mlflow.tracking_uri {uri}: {{head_ip}} is filled in by "
                               f"satn-sweep on a cluster; pass --tracking-uri to satn train")
