@@ -17,7 +17,6 @@ import secrets
 import sys
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -394,6 +393,7 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
     """
     from satn.tracking import (
         default_tracking_uri,
+        draw_or_warn,
         ensure_experiment,
         mark_runs,
         mark_sweep_leftovers,
@@ -494,8 +494,8 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
                     "satn.outcome": "stopped_early",
                     "satn.stopped_at_epoch": str(metrics.get("training_iteration"))}):
                 stopped += 1
-        if outcome != "completed" and run_id:
-            _draw_pictures(tracking_uri, run_id)
+        if outcome != "completed" and run_id:  # its folds never drew their pictures
+            draw_or_warn(tracking_uri, run_id)
     # the sweep is over: a run of it still RUNNING belongs to a trial that died before
     # it could report (its worker crashed, or it raised before its first epoch ended)
     mark_sweep_leftovers(tracking_uri, experiment_id, name)
@@ -650,17 +650,6 @@ def check_writable(folder: Path, what: str) -> None:
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"{what}: cannot write to {folder}: {e.strerror or e}") from e
-
-
-def _draw_pictures(tracking_uri: str, run_id: str) -> None:
-    """The pictures of a trial that ended early, drawn from its logged data; a store that
-    fails here costs pictures, not the sweep's summary."""
-    from satn.tracking import draw_stored_figures
-
-    try:
-        draw_stored_figures(tracking_uri, run_id)
-    except Exception as e:  # noqa: BLE001 - the sweep itself is done and recorded
-        warnings.warn(f"pictures of run {run_id} not drawn: {_error_line(e)}", stacklevel=2)
 
 
 def _error_line(error: BaseException | None) -> str:

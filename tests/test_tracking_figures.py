@@ -131,3 +131,14 @@ def test_a_run_that_never_reached_its_end_gets_the_pictures_it_would_have_drawn(
         assert (got / "attention" / f"{safe}.png").read_bytes() == (
             ours / f"{safe}.png").read_bytes()
         assert np.array_equal(np.load(got / "attention" / f"{safe}.npy"), best.attention[uid])
+
+
+def test_pictures_that_cannot_be_drawn_are_a_warning_not_an_error(tmp_path):
+    """After a sweep or a repair the runs are marked: a store that fails to give back a
+    run's data costs its pictures, with a warning naming the run."""
+    from satn.tracking import draw_or_warn, ensure_experiment
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_experiment(uri, "t")
+    with pytest.warns(UserWarning, match="pictures of run no-such-run not drawn"):
+        draw_or_warn(uri, "no-such-run")

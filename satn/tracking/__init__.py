@@ -16,6 +16,7 @@ be written from Ray workers and finished or marked by the driver.
 from satn.tracking.cleanup import (
     WRITER_TAG,
     Orphan,
+    draw_or_warn,
     draw_stored_figures,
     find_orphans,
     mark_runs,
@@ -56,7 +57,7 @@ from satn.tracking.teacher import (
 __all__ = [
     "DEFAULT_EXPERIMENT", "TEACHER_ARTIFACT", "WRITER_TAG", "MlflowObserver", "Orphan",
     "TeacherMlflowObserver", "TrackingError", "default_artifact_root", "default_tracking_uri",
-    "draw_stored_figures", "ensure_experiment", "find_checkpoint", "find_orphans",
+    "draw_or_warn", "draw_stored_figures", "ensure_experiment", "find_checkpoint", "find_orphans",
     "find_teacher", "fold_checkpoint", "load_predictions", "log_baseline", "log_finished_run",
     "log_fusion", "log_refit", "mark_runs", "mark_sweep_leftovers", "member_curves",
     "open_client", "read_runs", "repair_runs", "require_store", "run_config", "run_tags",

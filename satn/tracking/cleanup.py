@@ -14,7 +14,7 @@ import numpy as np
 
 from satn.safenames import INDEX
 from satn.tracking.artifacts import log_figures, read_confusion_csv
-from satn.tracking.store import open_client
+from satn.tracking.store import first_line, open_client
 
 WRITER_TAG = "satn.writer"  # host:pid:process start time of the process that writes a run
 
@@ -78,6 +78,15 @@ def draw_stored_figures(tracking_uri: str, parent_id: str) -> int:
                          int(run.data.metrics.get("best_epoch", 0)))
             drawn += 1
     return drawn
+
+
+def draw_or_warn(tracking_uri: str, parent_id: str) -> None:
+    """:func:`draw_stored_figures`, where a store that fails costs the pictures only (with
+    a warning), never the clean-up or the summary that follows."""
+    try:
+        draw_stored_figures(tracking_uri, parent_id)
+    except Exception as e:  # noqa: BLE001 - the runs are marked already; pictures are extra
+        warnings.warn(f"pictures of run {parent_id} not drawn: {first_line(e)}", stacklevel=2)
 
 
 def writer_id(pid: int | None = None) -> str:
@@ -155,10 +164,7 @@ def repair_runs(tracking_uri: str, experiments: list[str] | None = None,
             client.set_tag(o.run_id, "satn.reason", o.reason)
             client.set_terminated(o.run_id, "KILLED")
         for o in orphans:  # a config run's folds never reached their end, where they draw
-            try:
-                draw_stored_figures(tracking_uri, o.run_id)
-            except Exception as e:  # noqa: BLE001 - the runs are marked; pictures are extra
-                warnings.warn(f"pictures of run {o.run_id} not drawn: {e}", stacklevel=2)
+            draw_or_warn(tracking_uri, o.run_id)
     return orphans
 
 
