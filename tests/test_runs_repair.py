@@ -146,3 +146,25 @@ def test_a_sweep_name_cannot_leave_the_results_folder(name, tmp_path, monkeypatc
     res = CliRunner().invoke(sweep_main, ["--space", "satn_tcn", "--name", name])
     assert res.exit_code == 1 and "sweep name" in res.output
     assert not (tmp_path / "satn-data").exists()  # refused before any work
+
+
+def test_repair_and_predict_read_the_runtimes_store(tmp_path, monkeypatch):
+    """With no --tracking-uri, both commands use the store ./ray_config.yaml names, as
+    train, baseline, fuse and report do, not ./mlflow.db."""
+    store = tmp_path / "elsewhere" / "mlflow.db"
+    store.parent.mkdir()
+    uri = f"sqlite:///{store}"
+    ensure_experiment(uri, "satn")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "ray_config.yaml").write_text(f"mlflow:\n  tracking_uri: {uri}\n")
+    monkeypatch.chdir(work)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    res = CliRunner().invoke(main, ["runs", "repair"])
+    assert res.exit_code == 0, res.output
+    assert f"marked 0 run(s) KILLED in {uri}" in res.output
+    res = CliRunner().invoke(main, ["predict", "x.wav", "--model", "0123abcd"])
+    assert res.exit_code == 1
+    assert "neither a checkpoint file nor an MLflow run" in res.output
+    assert "no MLflow store" not in res.output
+    assert not (work / "mlflow.db").exists()

@@ -72,19 +72,22 @@ def runs() -> None:
 
 
 @runs.command("repair")
-@click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--tracking-uri", default=None,
+              help="MLflow store (default: the runtime's, else ./mlflow.db).")
+@click.option("--runtime", "runtime_path", type=click.Path(exists=True), default=None,
+              help="Runtime config (default: ./ray_config.yaml if present).")
 @click.option("--experiment", "experiments", multiple=True,
               help="Only this experiment (repeatable; default: all).")
 @click.option("--older-than", type=float, default=None, metavar="HOURS",
               help="Also take RUNNING runs written on other hosts that started longer ago.")
 @click.option("--dry-run", is_flag=True, help="List what would be marked; change nothing.")
 @friendly_errors
-def runs_repair(tracking_uri, experiments, older_than, dry_run) -> None:
+def runs_repair(tracking_uri, runtime_path, experiments, older_than, dry_run) -> None:
     """Mark KILLED the runs left RUNNING by a process that has ended (a killed sweep or train),
     and draw the confusion and attention pictures their folds did not reach."""
-    from satn.tracking import default_tracking_uri, repair_runs, require_store
+    from satn.tracking import repair_runs, require_store
 
-    uri = require_store(tracking_uri or default_tracking_uri())
+    uri = require_store(store_uri(tracking_uri, load_runtime(runtime_path)))
     orphans = repair_runs(uri, list(experiments) or None, older_than, dry_run=dry_run)
     for o in orphans:
         click.echo(f"{o.run_id}  {o.experiment}/{o.run_name}: {o.reason}")

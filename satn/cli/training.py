@@ -110,10 +110,13 @@ def train(config_path, corpus, root, protocol, sets, runtime_path, variant, fold
               help="A checkpoint file (best.pt) or an MLflow run id (config or fold run).")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
-@click.option("--tracking-uri", default=None, help="MLflow store for run ids.")
+@click.option("--tracking-uri", default=None,
+              help="MLflow store for run ids (default: the runtime's, else ./mlflow.db).")
+@click.option("--runtime", "runtime_path", type=click.Path(exists=True), default=None,
+              help="Runtime config (default: ./ray_config.yaml if present).")
 @click.option("--device", default="cpu", show_default=True)
 @friendly_errors
-def predict(audio, model_ref, fmt, tracking_uri, device) -> None:
+def predict(audio, model_ref, fmt, tracking_uri, runtime_path, device) -> None:
     """Print the emotion and class probabilities of each AUDIO file."""
     from satn.checkpoint import load_checkpoint
     from satn.predict import predict_files
@@ -121,11 +124,11 @@ def predict(audio, model_ref, fmt, tracking_uri, device) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(model_ref)
         if not path.is_file():
-            from satn.tracking import default_tracking_uri, find_checkpoint, require_store
+            from satn.tracking import find_checkpoint, require_store
 
             if path.suffix in (".pt", ".pth", ".ckpt") or "/" in model_ref or path.exists():
                 raise ConfigError(f"--model {model_ref}: no such checkpoint file")
-            uri = require_store(tracking_uri or default_tracking_uri())
+            uri = require_store(store_uri(tracking_uri, load_runtime(runtime_path)))
             try:
                 path = find_checkpoint(uri, model_ref, tmp)
             except Exception as e:
