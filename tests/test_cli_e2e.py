@@ -165,33 +165,43 @@ def test_an_at_variant_without_a_teacher_is_one_line(workspace):
 
 def test_report_prints_table2_from_the_runs_and_the_experiment_opens_as_model_training(
         workspace, tmp_path):
-    uri = f"sqlite:///{workspace / 'mlflow.db'}"
+    # its own store, so the test reads only the runs it makes, whatever ran before it
+    runtime = yaml.safe_load((workspace / "runtime.yaml").read_text())
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    runtime["mlflow"]["tracking_uri"] = uri
+    (tmp_path / "runtime.yaml").write_text(yaml.safe_dump(runtime))
+    common = ["--config", workspace / "tiny.yaml", "--ray-config", tmp_path / "runtime.yaml"]
+    one_epoch = ["--fold", "3", "--epochs", "1", "--set", "model.rnn.hidden=8",
+                 "--set", "model.attention.form=paper"]
+    _run(main, ["train", *common, "--fold", "1"])
+    for variant in ("tcn_self", "blstm_soft"):
+        _run(main, ["train", *common, "--variant", variant, *one_epoch])
     client = open_client(uri)
     exp = client.get_experiment_by_name("e2e")
     assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
     runs = client.search_runs([exp.experiment_id], "tags.`satn.entry` = 'satn train' AND "
                                                    "tags.`satn.level` = 'config'")
-    assert runs, "the train tests above log runs"
+    assert len(runs) == 3
     figures = tmp_path / "paper.yaml"
     figures.write_text(yaml.safe_dump({"source": "a test", "rows": {
         "tcn_self": {"test_ua": 0.5}}}))
     png = tmp_path / "t2.png"
-    out = _run(main, ["report", "--ray-config", workspace / "runtime.yaml", "--paper", figures,
+    out = _run(main, ["report", "--ray-config", tmp_path / "runtime.yaml", "--paper", figures,
                       "--png", png]).output
     lines = [ln for ln in out.splitlines() if ln.startswith("| ")]
     assert lines[0].startswith("| Model | Folds | Dev WA | Dev WA (paper) |")
     got = {ln.split(" | ")[0][2:]: ln for ln in lines[1:]}
     trained = {r.data.tags["satn.variant"] for r in runs}
-    assert {label.split(" (")[0] for label in got} == trained
-    # tcn_self ran twice with different settings (the one-fold test's and the grid's): two
-    # rows, named by what differs, and not by the BLSTM size that tcn_self never reads
+    assert {label.split(" (")[0] for label in got} == trained == {"tcn_self", "blstm_soft"}
+    # tcn_self ran twice with different settings: two rows, named by what differs, and
+    # not by the BLSTM size that tcn_self never reads
     assert sorted(label for label in got if label.startswith("tcn_self ")) == [
         "tcn_self (model.attention.form=multihead, train.epochs=2)",
         "tcn_self (model.attention.form=paper, train.epochs=1)"]
     assert got["tcn_self (model.attention.form=paper, train.epochs=1)"].rstrip(" |").endswith(
         "50.0")  # the paper's test UA beside ours
     assert png.read_bytes()[:4] == b"\x89PNG"
-    csv_out = _run(main, ["report", "--ray-config", workspace / "runtime.yaml",
+    csv_out = _run(main, ["report", "--ray-config", tmp_path / "runtime.yaml",
                           "--format", "csv", "--run", runs[0].info.run_id]).output
     header, row = csv_out.strip().splitlines()
     assert header.startswith("model,variant,runs,folds,dev_wa_mean,dev_wa_std")
