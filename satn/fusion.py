@@ -15,6 +15,14 @@ alone, so dev can always fall back to one of them.
 Scores become probabilities first: softmax probabilities are kept (rows summed
 to one), a linear SVM's decision values go through a softmax.
 
+With ``calibrate``, each run's scores are first temperature-scaled per fold:
+``p = softmax(z / T)`` with ``z`` the log-probabilities (or decision values) and
+``T`` the temperature with the least negative log-likelihood on that fold's
+**dev** side. A network trained to its best dev epoch is overconfident on new
+speakers (T > 1) while a linear SVM's decision values are too flat (T < 1), so
+without it ``w`` weighs the runs' scales as much as their merit. Scaling never
+changes a run's own argmax: each run alone scores what it did.
+
 Both runs must have scored the same utterances of the same folds, dev and test,
 with the same labels and classes (e.g. ``satn train`` and ``satn baseline`` on one
 config). With ``selection.inner_k`` the dev side is the pooled inner-fold
@@ -35,6 +43,9 @@ from satn.significance import ComparisonError
 
 GRID = tuple(round(i / 10, 1) for i in range(11))
 SIDES = ("dev", "test")
+# temperatures tried on dev: log-spaced, wide enough for an SVM's flat decision values
+# (T ~ 0.3) and an overconfident network (T ~ 3); a grid is deterministic and cannot diverge
+TEMPERATURES = tuple(float(t) for t in np.exp(np.linspace(np.log(0.02), np.log(50.0), 121)))
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class FusedFold:
     name: str
     weight: float                       # of run A; 1 - weight is run B's
     dev_ua_by_weight: dict[float, float]
+    temperatures: tuple[float, float]   # of runs A and B (1, 1 without calibration)
     dev: Scores
     test: Scores
     predictions: pd.DataFrame           # dev and test rows, fused probabilities
@@ -52,6 +64,7 @@ class FusionResult:
     classes: tuple[str, ...]
     folds: tuple[FusedFold, ...]
     grid: tuple[float, ...]             # the weights of run A that dev chose among
+    calibrated: bool = False
 
     @property
     def test(self) -> Aggregate:
@@ -84,11 +97,35 @@ def probabilities(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
     return np.divide(s, total, out=np.full_like(s, 1.0 / s.shape[1]), where=total > 0)
 
 
+def log_scores(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """(N, C) scores whose softmax is :func:`probabilities`: log-probabilities, or a linear
+    SVM's decision values as they are."""
+    s = frame[[f"{SCORE_PREFIX}{c}" for c in classes]].to_numpy(np.float64)
+    if frame.attrs.get("score_kind", "probability") == "decision":
+        return s
+    return np.log(np.clip(probabilities(frame, classes), 1e-12, None))
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    return z - np.log(np.exp(z).sum(1, keepdims=True))
+
+
+def fit_temperature(z: np.ndarray, y: np.ndarray,
+                    temperatures: Sequence[float] = TEMPERATURES) -> float:
+    """The temperature ``T`` of :data:`TEMPERATURES` that minimises the mean negative
+    log-likelihood of ``softmax(z / T)`` for labels ``y``. z: (N, C); y: (N,)."""
+    rows = np.arange(len(y))
+    nll = [-_log_softmax(z / t)[rows, y].mean() for t in temperatures]
+    return float(temperatures[int(np.argmin(nll))])
+
+
 def fuse(frame_a: pd.DataFrame, frame_b: pd.DataFrame,
-         grid: Sequence[float] = GRID) -> FusionResult:
+         grid: Sequence[float] = GRID, *, calibrate: bool = False) -> FusionResult:
     """Fuse two runs' predictions (``satn.tracking.load_predictions`` tables), weight per
-    fold by dev UA. Raises :class:`ComparisonError` if they did not score the same
-    utterances, labels and classes."""
+    fold by dev UA; with ``calibrate``, each run temperature-scaled on the fold's dev side
+    first. Raises :class:`ComparisonError` if they did not score the same utterances,
+    labels and classes."""
     grid = sorted({float(w) for w in grid})
     if not grid or grid[0] < 0 or grid[-1] > 1:
         raise ValueError(f"fusion weights must lie in [0, 1], got {grid}")
@@ -106,8 +143,16 @@ def fuse(frame_a: pd.DataFrame, frame_b: pd.DataFrame,
     for name in names:
         sides = {side: _pair(a, b, name, side) for side in SIDES}
         ys = {side: sides[side][0]["true"].map(cls).to_numpy(np.int64) for side in SIDES}
-        ps = {side: (probabilities(sides[side][0], classes),
-                     probabilities(sides[side][1], classes)) for side in SIDES}
+        if calibrate:
+            zs = {side: (log_scores(sides[side][0], classes),
+                         log_scores(sides[side][1], classes)) for side in SIDES}
+            temps = tuple(fit_temperature(zs["dev"][i], ys["dev"]) for i in (0, 1))
+            ps = {side: tuple(np.exp(_log_softmax(zs[side][i] / temps[i])) for i in (0, 1))
+                  for side in SIDES}
+        else:
+            temps = (1.0, 1.0)
+            ps = {side: (probabilities(sides[side][0], classes),
+                         probabilities(sides[side][1], classes)) for side in SIDES}
 
         def fused(side, w, ps=ps):
             pa, pb = ps[side]
@@ -123,9 +168,9 @@ def fuse(frame_a: pd.DataFrame, frame_b: pd.DataFrame,
             scores[side] = score(ys[side], p.argmax(1), len(classes))
             frames.append(predictions_frame(rows["id"].tolist(), rows["speaker"].tolist(),
                                             ys[side], p, classes, side))
-        folds.append(FusedFold(name, weight, by_w, scores["dev"], scores["test"],
+        folds.append(FusedFold(name, weight, by_w, temps, scores["dev"], scores["test"],
                                pd.concat(frames, ignore_index=True)))
-    return FusionResult(tuple(classes), tuple(folds), tuple(grid))
+    return FusionResult(tuple(classes), tuple(folds), tuple(grid), calibrate)
 
 
 def _with_fold(frame: pd.DataFrame) -> pd.DataFrame:

@@ -170,3 +170,12 @@ def test_fuse_logs_a_run_that_report_and_compare_read(ws, baseline_runs):
     assert rows and all(r[1] == "1.00" and r[3] == r[4] for r in rows), alone
     bad = _cli("fuse", svm, logreg, "--tracking-uri", _uri(ws), "--weights", "0.5,2", code=2)
     assert "weights lie in [0, 1]" in bad.stderr
+    # calibrated: the temperatures are printed and logged beside the weight
+    out = _satn(ws, "fuse", svm, logreg, "--tracking-uri", _uri(ws), "--calibrate")
+    assert "T(A)" in out and "T(B)" in out
+    cal = out.split("MLflow run ")[1].split()[0]
+    assert client.get_run(cal).data.params["fusion.calibrate"] == "True"
+    assert run.data.params["fusion.calibrate"] == "False"
+    for f in client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{cal}'"):
+        assert f.data.metrics["fusion_temperature_a"] > 0
+        assert f.data.metrics["fusion_temperature_b"] > 0

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from satn.fusion import fuse, probabilities
+from satn.fusion import TEMPERATURES, fit_temperature, fuse, log_scores, probabilities
 from satn.metrics import score
 from satn.predictions import predictions_frame
 from satn.significance import ComparisonError
@@ -162,3 +162,58 @@ def test_a_store_uri_is_logged_without_credentials():
 
     assert public_uri("https://ann:s3cret@mlflow.lab:5000/x") == "https://mlflow.lab:5000/x"
     assert public_uri("sqlite:////data/mlflow.db") == "sqlite:////data/mlflow.db"
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("scale", [3.0, 1 / 3])
+def test_the_temperature_undoes_an_over_or_under_confident_scale(scale):
+    """Labels drawn from softmax(z): scores z * s are fitted with T close to s."""
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(20_000, 4)) * 2.0
+    y = (rng.random(len(z))[:, None] > np.cumsum(_softmax(z), 1)).sum(1)
+    t = fit_temperature(z * scale, y)
+    assert t == pytest.approx(scale, rel=0.1)
+    assert fit_temperature(z, y) == pytest.approx(1.0, rel=0.1)
+
+
+def test_calibration_keeps_each_run_alone_and_takes_nothing_from_test():
+    y = {"dev": _labels(8), "test": _labels(3)}
+    rng = np.random.default_rng(5)
+    a = _run(y, {s: _softmax(rng.normal(size=(len(y[s]), 4)) * 4) for s in y})
+    b = _run(y, {s: rng.normal(size=(len(y[s]), 4)) for s in y}, "decision")
+    for grid, run in (((1.0,), a), ((0.0,), b)):
+        (fold,) = fuse(a, b, grid, calibrate=True).folds
+        assert (fold.predictions.pred.to_numpy() == run.pred.to_numpy()).all()
+    (fold,) = fuse(a, b, calibrate=True).folds
+    assert fold.temperatures != (1.0, 1.0)
+    # other test scores and labels: the same temperatures, the same weight
+    y2 = {"dev": y["dev"], "test": y["test"][::-1].copy()}
+    a2 = _run(y2, {"dev": a[a.side == "dev"].filter(like="score.").to_numpy(),
+                   "test": rng.random((12, 4))})
+    b2 = _run(y2, {"dev": b[b.side == "dev"].filter(like="score.").to_numpy(),
+                   "test": rng.normal(size=(12, 4))}, "decision")
+    (again,) = fuse(a2, b2, calibrate=True).folds
+    assert again.temperatures == fold.temperatures and again.weight == fold.weight
+
+
+def test_calibrated_fusion_does_not_depend_on_a_runs_scale():
+    """An SVM whose decision values are all k times larger is the same classifier: with
+    calibration it fuses to the same predictions, without it the weight moves."""
+    y = {"dev": _labels(10), "test": _labels(5)}
+    rng = np.random.default_rng(6)
+    truth = {s: np.eye(4)[y[s]] for s in y}
+    a = _run(y, {s: _softmax(2 * truth[s] + rng.normal(size=(len(y[s]), 4))) for s in y})
+    dec = {s: 0.3 * truth[s] + 0.3 * rng.normal(size=(len(y[s]), 4)) for s in y}
+    k = TEMPERATURES[80] / TEMPERATURES[60]  # a whole number of grid steps
+    b, b_scaled = (_run(y, {s: d * m for s, d in dec.items()}, "decision") for m in (1, k))
+    assert (log_scores(b_scaled, CLASSES).argmax(1) == log_scores(b, CLASSES).argmax(1)).all()
+    x, z = fuse(a, b, calibrate=True).folds[0], fuse(a, b_scaled, calibrate=True).folds[0]
+    assert z.temperatures[1] == pytest.approx(k * x.temperatures[1])
+    assert x.weight == z.weight and x.dev_ua_by_weight == z.dev_ua_by_weight
+    assert (x.predictions.pred.to_numpy() == z.predictions.pred.to_numpy()).all()
+    plain, plain_scaled = fuse(a, b).folds[0], fuse(a, b_scaled).folds[0]
+    assert plain.dev_ua_by_weight != plain_scaled.dev_ua_by_weight

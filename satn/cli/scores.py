@@ -132,12 +132,15 @@ def compare(run_a, run_b, tracking_uri, tracking_uri_b, side, resamples, level, 
 @click.option("--weights", default=None,
               help="Weights of RUN_A tried on each fold's dev side, comma-separated "
                    "(default: 0,0.1,...,1).")
+@click.option("--calibrate", is_flag=True,
+              help="Temperature-scale each run on each fold's dev side before weighing them.")
 @click.option("--no-mlflow", is_flag=True, help="Print only; log nothing to MLflow.")
 @friendly_errors
-def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, no_mlflow) -> None:
+def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, calibrate, no_mlflow) -> None:
     """Late fusion of two runs on the same folds (a network and a classical baseline, say):
     p = w p_A + (1 - w) p_B per utterance, w chosen on each fold's dev side; logged as a run
-    that `satn report` and `satn compare` read like any other."""
+    that `satn report` and `satn compare` read like any other. With --calibrate, each run's
+    scores are first temperature-scaled to their least dev-side log-loss."""
     from satn.fusion import GRID
     from satn.fusion import fuse as fuse_runs
     from satn.significance import fold_scores
@@ -149,15 +152,17 @@ def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, no_mlflow) -> None
     grid = floats(weights, "--weights") or GRID
     if not all(0.0 <= w <= 1.0 for w in grid):
         raise click.BadParameter(f"{weights!r}: weights lie in [0, 1]", param_hint="--weights")
-    result = fuse_runs(a, b, grid)
+    result = fuse_runs(a, b, grid, calibrate=calibrate)
     alone = {tag: fold_scores(f, "ua") for tag, f in (("A", a), ("B", b))}
     click.echo(f"A: {a.attrs['run_name']} ({a.attrs['run_id']})\n"
                f"B: {b.attrs['run_name']} ({b.attrs['run_id']})")
+    temps = f" {'T(A)':>6} {'T(B)':>6}" if calibrate else ""
     click.echo(f"{'fold':<14} {'w(A)':>5} {'dev UA':>7} {'test UA':>8} {'A alone':>8} "
-               f"{'B alone':>8}")
+               f"{'B alone':>8}{temps}")
     for f in result.folds:
+        temps = (f" {f.temperatures[0]:6.2f} {f.temperatures[1]:6.2f}" if calibrate else "")
         click.echo(f"{f.name:<14} {f.weight:5.2f} {f.dev.ua:7.3f} {f.test.ua:8.3f} "
-                   f"{alone['A'][f.name]:8.3f} {alone['B'][f.name]:8.3f}")
+                   f"{alone['A'][f.name]:8.3f} {alone['B'][f.name]:8.3f}{temps}")
     t = result.test
     click.echo(f"{'mean':<14} {'':>5} {result.dev.ua_mean:7.3f} {t.ua_mean:8.3f} "
                f"{sum(alone['A'].values()) / len(alone['A']):8.3f} "

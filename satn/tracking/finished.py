@@ -61,7 +61,8 @@ def log_fusion(tracking_uri: str, experiment_id: str, result, runs: dict[str, di
 
     ``runs``: ``{"a": {...}, "b": {...}}`` with each fused run's ``run_id``, ``name``,
     ``variant``, ``uri`` (kept as ``fusion.*`` params and tags). Fold runs hold the weight
-    chosen on dev (``fusion_weight_a``), dev UA over the weight grid, confusion matrices
+    chosen on dev (``fusion_weight_a``), the temperatures when calibrated
+    (``fusion_temperature_a`` / ``_b``), dev UA over the weight grid, confusion matrices
     and the fused predictions. Returns the config run id.
     """
     variant = f"fusion/{runs['a']['variant']}+{runs['b']['variant']}"
@@ -70,10 +71,14 @@ def log_fusion(tracking_uri: str, experiment_id: str, result, runs: dict[str, di
                  "satn.folds": ",".join(f.name for f in result.folds)}
     params = {"model.variant": variant, "data.classes": ",".join(result.classes),
               **{f"fusion.{side}_{k}": v for side, r in runs.items() for k, v in r.items()},
-              "fusion.grid": ",".join(f"{w:g}" for w in result.grid)}
+              "fusion.grid": ",".join(f"{w:g}" for w in result.grid),
+              "fusion.calibrate": result.calibrated}
+    temps = ("a", "b") if result.calibrated else ()
     folds = [_ScoredFold(
         name=f.name, tags={}, params={"fold.name": f.name, "fusion.weight_a": f.weight},
-        metrics={"fusion_weight_a": f.weight}, curve=("dev_ua_by_weight", f.dev_ua_by_weight),
+        metrics={"fusion_weight_a": f.weight,
+                 **{f"fusion_temperature_{s}": f.temperatures[i] for i, s in enumerate(temps)}},
+        curve=("dev_ua_by_weight", f.dev_ua_by_weight),
         dev=f.dev, test=f.test, predictions=f.predictions,
         title=f"{f.name} {{side}} ({variant}, w={f.weight:g})", summary={"weight_a": f.weight})
         for f in result.folds]
