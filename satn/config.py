@@ -34,8 +34,10 @@ FEATURE_KINDS = ("logmel", "spectrogram_segments")
 # frame-level descriptors a log-mel frame can carry after its bands (``features.lld``),
 # by name -> how many: openSMILE's eGeMAPSv02 low-level descriptors (F0, jitter,
 # shimmer, HNR, formants, loudness, spectral balance: what log-mel bands hold only
-# implicitly, and what separates sad from neutral or calm from neutral)
-LLD_SETS = {"none": 0, "egemaps": 25}
+# implicitly, and what separates sad from neutral or calm from neutral); ComParE_2016's
+# 65 (F0, voicing, jitter, shimmer, HNR, energy, auditory bands, spectral shape, MFCCs:
+# the frames the strongest classical baseline's functionals summarise)
+LLD_SETS = {"none": 0, "egemaps": 25, "compare": 65}
 FOLD_SCHEMES = ("loso", "speaker_kfold", "heldout_speakers", "stratified_split")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
@@ -108,7 +110,7 @@ class FeatureConfig:
     seg_frames: int = 32
     seg_stride: int = 32  # frames between segment starts
     # log-mel only: frame-level descriptors appended after static | delta | delta2
-    # (LLD_SETS; satn.lld): "none" | "egemaps"
+    # (LLD_SETS; satn.lld): "none" | "egemaps" | "compare"
     lld: str = "none"
 
     def __post_init__(self) -> None:

@@ -11,7 +11,8 @@ Two kinds (``FeatureConfig.kind``):
     and delta-delta = deltas of the deltas. Output (T, n_mels * (1 + deltas)):
     static | delta | delta2 along the feature axis, T = 1 + N // hop. With
     ``lld = "egemaps"`` each frame then carries openSMILE's 25 eGeMAPSv02
-    low-level descriptors (:mod:`satn.lld`): (T, n_mels * (1 + deltas) + 25).
+    low-level descriptors (:mod:`satn.lld`): (T, n_mels * (1 + deltas) + 25);
+    ``lld = "compare"`` ComParE_2016's 65: (T, n_mels * (1 + deltas) + 65).
     These choices match librosa's ``melspectrogram(htk=False, norm="slaney",
     center=True, pad_mode="constant")``; torchaudio's ``MelSpectrogram``
     defaults (HTK scale, no norm, reflect padding) do not.

@@ -5,12 +5,16 @@ the harmonics-to-noise ratio and the formants are in it only implicitly, and a
 network trained on a few speakers does not learn to read them out. openSMILE's
 eGeMAPSv02 low-level descriptors compute them per 10 ms frame; appended to the
 log-mel frame, they give the network what the classical baselines' functionals
-summarise.
+summarise. ComParE_2016's 65 descriptors (``lld = "compare"``) are the frames of
+the functionals the strongest baseline reads: no formants, but voicing
+probability, spectral shape and MFCCs beside pitch, jitter, shimmer and HNR.
 
 openSMILE frames from the start of the wave (descriptor frame i starts at
 i * 10 ms), satn's log-mel frames are centred (frame t at t * hop samples). Each
 log-mel frame takes the descriptor frame whose centre is nearest its own, the
-first or last one beyond the ends. Descriptors of unvoiced frames (F0, jitter,
+first or last one beyond the ends (openSMILE reports one window per row, the
+pitch window for ComParE: its spectral columns then sit up to 2 frames early,
+well inside a TCN's receptive field). Descriptors of unvoiced frames (F0, jitter,
 formants) are 0, as openSMILE gives them.
 """
 
@@ -21,7 +25,7 @@ import numpy as np
 from satn.config import LLD_SETS
 from satn.features import FeatureError
 
-FEATURE_SETS = {"egemaps": "eGeMAPSv02"}
+FEATURE_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 # openSMILE's pitch window: a shorter wave gets NaN descriptors
 MIN_SECONDS = 0.060
 

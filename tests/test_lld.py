@@ -18,7 +18,11 @@ from satn.runner import CrossValidation
 from satn.store import open_dataset
 
 SR = 16000
-F0_COLUMN = 10  # F0semitoneFrom27.5Hz_sma3nz, after the 120 log-mel values it is 120 + 10
+# the F0 descriptor of each set, after the 120 log-mel values, in semitones
+F0_SEMITONES = {
+    "egemaps": (10, lambda v: v),                                      # F0semitoneFrom27.5Hz_sma3nz
+    "compare": (0, lambda v: 12 * np.log2(np.maximum(v, 1e-3) / 27.5)),  # F0final_sma, Hz
+}
 
 
 def _glide(seconds: float, f0: float, f0_after: float | None = None, at: float = 0.5,
@@ -34,10 +38,14 @@ def _glide(seconds: float, f0: float, f0_after: float | None = None, at: float =
     return (0.2 * wave / np.abs(wave).max() + noise).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def extractor():
+@pytest.fixture(scope="module", params=sorted(F0_SEMITONES))
+def extractor(request):
     pytest.importorskip("opensmile")
-    return FeatureExtractor(FeatureConfig(lld="egemaps"))
+    return FeatureExtractor(FeatureConfig(lld=request.param))
+
+
+def test_every_descriptor_set_is_tested():
+    assert set(F0_SEMITONES) == set(LLD_SETS) - {"none"}
 
 
 def test_descriptors_follow_the_bands_on_the_log_mel_frames(extractor):
@@ -46,7 +54,8 @@ def test_descriptors_follow_the_bands_on_the_log_mel_frames(extractor):
         wave = _glide(seconds, 150.0)
         (x,) = extractor([wave])
         (bands,) = plain([wave])
-        assert x.shape == (len(bands), 120 + LLD_SETS["egemaps"]) == (len(bands), extractor.cfg.dim)
+        n = LLD_SETS[extractor.cfg.lld]
+        assert x.shape == (len(bands), 120 + n) == (len(bands), extractor.cfg.dim)
         np.testing.assert_array_equal(x[:, :120], bands)  # the bands are untouched
         assert np.isfinite(x).all()
 
@@ -54,7 +63,8 @@ def test_descriptors_follow_the_bands_on_the_log_mel_frames(extractor):
 def test_a_pitch_jump_lands_on_the_log_mel_frame_where_it_happens(extractor):
     # 150 Hz, then an octave up (12 semitones) at 1.0 s: log-mel frame 100 (10 ms hop)
     (x,) = extractor([_glide(2.0, 150.0, 300.0)])
-    f0 = x[:, 120 + F0_COLUMN]
+    column, semitones = F0_SEMITONES[extractor.cfg.lld]
+    f0 = semitones(x[:, 120 + column])
     assert np.median(f0[20:80]) == pytest.approx(np.median(f0[120:180]) - 12, abs=0.5)
     middle = (np.median(f0[20:80]) + np.median(f0[120:180])) / 2
     crossing = int(np.argmax(f0[60:140] > middle)) + 60
@@ -79,6 +89,7 @@ def test_config_checks_and_width():
     cfg = FeatureConfig(lld="egemaps")
     assert (cfg.banded, cfg.dim) == (120, 145)
     assert FeatureConfig(lld="egemaps", n_mels=80, deltas=0).dim == 80 + 25
+    assert FeatureConfig(lld="compare").dim == 120 + 65
     with pytest.raises(ConfigError, match="features.lld"):
         FeatureConfig(lld="pitch")
     with pytest.raises(ConfigError, match="features.lld.*spectrogram_segments"):
