@@ -38,6 +38,9 @@ FEATURE_KINDS = ("logmel", "spectrogram_segments")
 # 65 (F0, voicing, jitter, shimmer, HNR, energy, auditory bands, spectral shape, MFCCs:
 # the frames the strongest classical baseline's functionals summarise)
 LLD_SETS = {"none": 0, "egemaps": 25, "compare": 65}
+# openSMILE's name of each set satn reads (frame descriptors here, functionals in
+# satn.baselines)
+OPENSMILE_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 FOLD_SCHEMES = ("loso", "speaker_kfold", "heldout_speakers", "stratified_split")
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from satn.config import LLD_SETS
+from satn.config import LLD_SETS, OPENSMILE_SETS
 from satn.features import FeatureError
 
-FEATURE_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 # openSMILE's pitch window: a shorter wave gets NaN descriptors
 MIN_SECONDS = 0.060
 
@@ -36,33 +35,33 @@ class LldExtractor:
     def __init__(self, name: str, sample_rate: int):
         import opensmile
 
-        if name not in FEATURE_SETS:
-            raise ValueError(f"features.lld must be one of {sorted(FEATURE_SETS)}, not {name!r}")
+        if name not in OPENSMILE_SETS:
+            raise ValueError(f"features.lld must be one of {sorted(OPENSMILE_SETS)}, not {name!r}")
         self.name = name
         self.sample_rate = sample_rate
         self.smile = opensmile.Smile(
-            feature_set=getattr(opensmile.FeatureSet, FEATURE_SETS[name]),
+            feature_set=getattr(opensmile.FeatureSet, OPENSMILE_SETS[name]),
             feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
         self.min_samples = int(np.ceil(MIN_SECONDS * sample_rate))
         self.names: list[str] = list(self.smile.feature_names)
         if len(self.names) != LLD_SETS[name]:  # the config's dim counts on this number
-            raise RuntimeError(f"openSMILE {FEATURE_SETS[name]} gives {len(self.names)} "
+            raise RuntimeError(f"openSMILE {OPENSMILE_SETS[name]} gives {len(self.names)} "
                                f"descriptors, satn expects {LLD_SETS[name]}")
 
     def __call__(self, wave: np.ndarray, frames: int, hop: int) -> np.ndarray:
         """``wave`` (N,) float samples -> (frames, n): descriptor rows for log-mel frames
         centred at ``t * hop`` samples, t = 0 .. frames - 1."""
         if len(wave) < self.min_samples:
-            raise FeatureError(f"audio too short for openSMILE {FEATURE_SETS[self.name]} "
+            raise FeatureError(f"audio too short for openSMILE {OPENSMILE_SETS[self.name]} "
                                f"descriptors: {len(wave)} samples < {self.min_samples} "
                                f"({MIN_SECONDS * 1000:g} ms)")
         df = self.smile.process_signal(np.asarray(wave, dtype=np.float32), self.sample_rate)
         values = df.to_numpy(np.float32)  # (n_frames, n)
         if values.shape[0] == 0:
-            raise FeatureError(f"audio too short for openSMILE {FEATURE_SETS[self.name]} "
+            raise FeatureError(f"audio too short for openSMILE {OPENSMILE_SETS[self.name]} "
                                f"descriptors: {len(wave)} samples")
         if not np.isfinite(values).all():
-            raise FeatureError(f"openSMILE {FEATURE_SETS[self.name]} gave non-finite descriptors")
+            raise FeatureError(f"openSMILE {OPENSMILE_SETS[self.name]} gave non-finite descriptors")
         starts = df.index.get_level_values("start").total_seconds().to_numpy()
         ends = df.index.get_level_values("end").total_seconds().to_numpy()
         first_centre = (starts[0] + ends[0]) / 2

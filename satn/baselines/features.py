@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from satn.config import ExperimentConfig, RuntimeConfig
+from satn.config import OPENSMILE_SETS, ExperimentConfig, RuntimeConfig
 from satn.features import FeatureError
 
-OPENSMILE_SETS = {"egemaps": "eGeMAPSv02", "compare": "ComParE_2016"}
 FEATURE_SETS = ("egemaps", "compare", "logmel_stats")
 PERCENTILES = (5, 25, 50, 75, 95)
 
