@@ -65,6 +65,55 @@ def classes_of(frame: pd.DataFrame) -> tuple[str, ...]:
     return tuple(c[len(SCORE_PREFIX):] for c in frame.columns if c.startswith(SCORE_PREFIX))
 
 
+def restrict_classes(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
+    """The rows of ``frame`` whose true class is in ``classes``, scored on those classes alone.
+
+    A network trained on eight emotions, scored on four: the rows of the other four are
+    dropped and each row's probabilities renormalised over the kept classes (decision
+    values are kept as they are: their softmax over the kept columns is the same
+    renormalisation); ``pred`` is the argmax over the kept classes. Score columns come in
+    ``classes`` order; every other column and ``attrs`` are kept.
+    """
+    have = classes_of(frame)
+    missing = [c for c in classes if c not in have]
+    if missing:
+        raise PredictionsError(f"cannot score on classes {list(classes)}: the predictions "
+                               f"have no scores for {missing} (classes {list(have)})")
+    rows = frame[frame["true"].isin(list(classes))]
+    s = rows[[f"{SCORE_PREFIX}{c}" for c in classes]].to_numpy(np.float64)
+    if frame.attrs.get("score_kind", "probability") != "decision":
+        s = np.clip(s, 0.0, None)
+        total = s.sum(1, keepdims=True)
+        s = np.divide(s, total, out=np.full_like(s, 1.0 / len(classes)), where=total > 0)
+    out = rows.drop(columns=[f"{SCORE_PREFIX}{c}" for c in have]).reset_index(drop=True)
+    out["pred"] = np.asarray(classes, dtype=object)[s.argmax(1)] if len(s) else []
+    for j, c in enumerate(classes):
+        out[f"{SCORE_PREFIX}{c}"] = s[:, j]
+    out.attrs = dict(frame.attrs)
+    return out
+
+
+def align_classes(frame_a: pd.DataFrame, frame_b: pd.DataFrame
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """Two runs' tables on the same classes, and a line saying what was done ("" if
+    nothing). When one run scored a superset of the other's classes (trained on all eight
+    emotions, its partner on four), it is restricted to the other's (:func:`restrict_classes`);
+    classes that only partly overlap cannot be compared and raise ``PredictionsError``."""
+    ca, cb = classes_of(frame_a), classes_of(frame_b)
+    if set(ca) == set(cb):
+        return frame_a, frame_b, ""
+    for tag, big, small, cs, cl in (("A", frame_a, frame_b, cb, ca),
+                                     ("B", frame_b, frame_a, ca, cb)):
+        if set(cs) < set(cl):
+            note = (f"run {tag} scored {len(cl)} classes {list(cl)}: scored here on the "
+                    f"{len(cs)} of the other run {list(cs)} (rows of the others dropped, "
+                    "scores renormalised over these)")
+            fixed = restrict_classes(big, cs)
+            return (fixed, small, note) if tag == "A" else (small, fixed, note)
+    raise PredictionsError(f"the runs have different classes: {list(ca)} and {list(cb)}; "
+                           "neither is a subset of the other")
+
+
 def write_predictions(frame: pd.DataFrame, path: str | Path, score_kind: str) -> Path:
     if score_kind not in SCORE_KINDS:
         raise ValueError(f"score_kind must be one of {SCORE_KINDS}, not {score_kind!r}")

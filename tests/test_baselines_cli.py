@@ -179,3 +179,37 @@ def test_fuse_logs_a_run_that_report_and_compare_read(ws, baseline_runs):
     for f in client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{cal}'"):
         assert f.data.metrics["fusion_temperature_a"] > 0
         assert f.data.metrics["fusion_temperature_b"] > 0
+
+
+def test_a_run_on_more_classes_is_fused_and_compared_on_the_others(ws, baseline_runs):
+    """A four-class run against a three-class one on the same folds: the four-class run is
+    scored on the three (the way a network trained on eight emotions meets a four-class
+    baseline)."""
+    from mlflow.tracking import MlflowClient
+
+    _, runs = baseline_runs
+    svm = runs["svm/logmel_stats"]
+    three = ws / "three.yaml"
+    three.write_text(yaml.safe_dump({**TINY, "data": {**TINY["data"],
+                                                      "classes": ["neu", "hap", "sad"]}}))
+    out = _cli("baseline", "--config", three, "--ray-config", ws / "runtime.yaml", "--features",
+               "logmel_stats", "--classifier", "logreg", "--c", "1", "--no-progress").stdout
+    small = out.split("MLflow run")[1].splitlines()[1].split()[-1]
+    fused_out = _cli("fuse", svm, small, "--tracking-uri", _uri(ws), "--weights", "1").stdout
+    assert "run A scored 4 classes" in fused_out and "on the 3 of the other run" in fused_out
+    client = MlflowClient(tracking_uri=_uri(ws))
+    fused = fused_out.split("MLflow run ")[1].split()[0]
+    assert client.get_run(fused).data.params["data.classes"] == "neu,hap,sad"
+    # w = 1: run A alone, on three classes: every row of the fused run is an A row renormalised
+    from satn.predictions import restrict_classes
+    from satn.tracking import load_predictions
+
+    a3 = restrict_classes(load_predictions(_uri(ws), svm), ("neu", "hap", "sad"))
+    f = load_predictions(_uri(ws), fused)
+    assert len(f) == len(a3) and set(f["true"]) <= {"neu", "hap", "sad"}
+    key = ["fold", "side", "id"]
+    assert (f.sort_values(key)["pred"].to_numpy() == a3.sort_values(key)["pred"].to_numpy()).all()
+    cmp = _cli("compare", svm, small, "--tracking-uri", _uri(ws), "--resamples", "200").stdout
+    assert "run A scored 4 classes" in cmp and "UA: A - B =" in cmp
+    n3 = int((a3["side"] == "test").sum())
+    assert f"({n3} utterances)" in cmp

@@ -98,13 +98,19 @@ def baseline(config_path, corpus, root, protocol, sets, runtime_path, feature_se
 @friendly_errors
 def compare(run_a, run_b, tracking_uri, tracking_uri_b, side, resamples, level, seed) -> None:
     """UA and WA of two MLflow runs (config or fold runs) on the same utterances: A - B with a
-    bootstrap CI, a paired permutation test over utterances and paired tests over folds."""
+    bootstrap CI, a paired permutation test over utterances and paired tests over folds. A run
+    that scored a superset of the other's classes (trained on all eight emotions) is scored on
+    the other's classes alone."""
+    from satn.predictions import align_classes
     from satn.significance import bootstrap_ci
     from satn.significance import compare as compare_runs
     from satn.tracking import load_predictions
 
     uri = store_uri(tracking_uri, load_runtime(None))
-    a, b = load_predictions(uri, run_a), load_predictions(tracking_uri_b or uri, run_b)
+    a, b, note = align_classes(load_predictions(uri, run_a),
+                               load_predictions(tracking_uri_b or uri, run_b))
+    if note:
+        click.echo(note)
     pct = f"{level:.0%}"
     for tag, f in (("A", a), ("B", b)):
         n_folds = f["fold"].nunique()
@@ -140,15 +146,18 @@ def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, calibrate, no_mlfl
     """Late fusion of two runs on the same folds (a network and a classical baseline, say):
     p = w p_A + (1 - w) p_B per utterance, w chosen on each fold's dev side; logged as a run
     that `satn report` and `satn compare` read like any other. With --calibrate, each run's
-    scores are first temperature-scaled to their least dev-side log-loss."""
+    scores are first temperature-scaled to their least dev-side log-loss. A run that scored a
+    superset of the other's classes (trained on all eight emotions, fused with a four-class
+    baseline) is restricted to the other's classes first."""
     from satn.fusion import GRID
     from satn.fusion import fuse as fuse_runs
+    from satn.predictions import align_classes
     from satn.significance import fold_scores
     from satn.tracking import load_predictions, log_fusion
 
     uri = store_uri(tracking_uri, load_runtime(None))
     uri_b = tracking_uri_b or uri
-    a, b = load_predictions(uri, run_a), load_predictions(uri_b, run_b)
+    a, b, note = align_classes(load_predictions(uri, run_a), load_predictions(uri_b, run_b))
     grid = floats(weights, "--weights") or GRID
     if not all(0.0 <= w <= 1.0 for w in grid):
         raise click.BadParameter(f"{weights!r}: weights lie in [0, 1]", param_hint="--weights")
@@ -156,6 +165,8 @@ def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, calibrate, no_mlfl
     alone = {tag: fold_scores(f, "ua") for tag, f in (("A", a), ("B", b))}
     click.echo(f"A: {a.attrs['run_name']} ({a.attrs['run_id']})\n"
                f"B: {b.attrs['run_name']} ({b.attrs['run_id']})")
+    if note:
+        click.echo(note)
     temps = f" {'T(A)':>6} {'T(B)':>6}" if calibrate else ""
     click.echo(f"{'fold':<14} {'w(A)':>5} {'dev UA':>7} {'test UA':>8} {'A alone':>8} "
                f"{'B alone':>8}{temps}")
