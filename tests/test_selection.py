@@ -170,3 +170,19 @@ def test_training_one_outer_fold_by_name_brings_all_its_members_and_a_member_alo
     cfg = _cfg(**{"selection.inner_k": 3})
     assert len(CrossValidation(cfg, data, folds=["fold2"]).fold_names) == 3
     assert CrossValidation(cfg, data, folds=["fold2-in3"]).fold_names == ["fold2-in3"]
+
+
+def test_the_progress_line_says_its_figures_are_the_models_means_not_the_ensembles(capsys):
+    from satn.cli.training import ConsoleObserver
+
+    torch.set_num_threads(1)
+    data = MemoryDataset(per_speaker_class=1)
+    ens = CrossValidation(_cfg(**{"selection.inner_k": 2, "train.epochs": 1}), data, folds=[1])
+    ens.run([ConsoleObserver()])
+    out = capsys.readouterr().out
+    (line,) = [ln for ln in out.splitlines() if ln.startswith("epoch")]
+    assert "means of 2 models, not the ensembles" in line
+    plain = CrossValidation(_cfg(**{"train.epochs": 1}), data, folds=[1])
+    plain.run([ConsoleObserver()])
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("epoch")]
+    assert "test UA there" in line and "models" not in line

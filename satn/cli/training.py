@@ -46,9 +46,12 @@ class ConsoleObserver:
         loss = f"loss {s['train_loss']:.3f}"
         if len(terms) > 1:  # a total of several terms: show each (e.g. ser, at)
             loss += " (" + " ".join(f"{k} {v:.3f}" for k, v in terms.items()) + ")"
+        there = f"test UA there {s['test_ua_at_best']:.3f}"
+        if len(cv.outer_folds()) != len(cv.fold_names):
+            # each model's own figures, averaged: the ensembles score the test at the end
+            there += f"; means of {len(cv.fold_names)} models, not the ensembles"
         click.echo(f"epoch {epoch:3d}  {loss}  dev UA {s['dev_ua']:.3f} "
-                   f"WA {s['dev_wa']:.3f}  best dev UA {s['dev_ua_best']:.3f} "
-                   f"(test UA there {s['test_ua_at_best']:.3f})")
+                   f"WA {s['dev_wa']:.3f}  best dev UA {s['dev_ua_best']:.3f} ({there})")
         if final is not None:
             for f in final.folds:
                 click.echo(f"  {f.name:<12} best epoch {f.best_epoch:3d}  dev UA {f.dev.ua:.3f}  "
