@@ -173,12 +173,14 @@ def param_space(space: SearchSpace) -> dict[str, Any]:
 
 def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
               tracking_uri: str, experiment_id: str, sweep: str, fold_workers: int,
-              threads: int, placement: str = "threads", fold_threads: int = 1) -> None:
+              threads: int, placement: str = "threads", fold_threads: int = 1,
+              experiment_path: str | None = None) -> None:
     """The Tune trainable: one configuration over all folds, reporting every epoch.
 
     ``placement="workers"``: each fold trains in a Ray actor of its own, in its bundle
     of this trial's placement group (:class:`RemoteFold`); this process only drives
-    them, logs and reports.
+    them, logs and reports. ``experiment_path``: the sweep's folder in Ray's storage, where
+    a restored trial looks for its own checkpoints (:func:`trial_storage_dir`).
     """
     import torch
     from ray import tune
@@ -215,7 +217,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
         with restored.as_directory() as folder:
             state = torch.load(Path(folder) / TRIAL_STATE, weights_only=False)
     else:
-        state = own_trial_state(ctx.get_trial_dir())
+        state = own_trial_state(trial_storage_dir(experiment_path, ctx.get_trial_dir()))
     if state is not None:
         cv.load_state(state["folds"])
         tracker.resume(state["mlflow_parent"], state["mlflow_folds"])
@@ -247,21 +249,43 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
         raise
 
 
+def trial_storage_dir(experiment_path: str | None, trial_dir: str | None) -> Path | None:
+    """The folder in Ray's storage where Tune persists a trial's checkpoints.
+
+    ``tune.get_context().get_trial_dir()`` is a staging folder of the current Ray
+    session (``/tmp/ray/session_*/...``), empty in the session that resumes a sweep; the
+    checkpoints are under the sweep's storage folder, in a folder of the same name.
+    ``None`` for storage behind a URI (s3://, gs://), which only Tune's own record of
+    the trial's checkpoints can resume from.
+    """
+    if not experiment_path or not trial_dir or "://" in experiment_path:
+        return None
+    return Path(experiment_path) / Path(trial_dir).name
+
+
 def own_trial_state(trial_dir: str | Path | None) -> dict[str, Any] | None:
     """The newest state this trial saved in its own folder, when Tune restored it with none.
 
     Tune writes its experiment state every few seconds, not at every report: a driver
     killed in between resumes a running trial as if it had never reported, and it would
     start again from epoch 1, in new MLflow runs beside its old ones. Its checkpoints are
-    still in its folder (local or shared storage), so it continues from the newest one
-    that loads (a checkpoint half-written by the killed process is passed over). Tune's
-    own iteration count restarts; the epochs, the fold states and the MLflow runs do not.
+    still in its folder in Ray's storage (:func:`trial_storage_dir`), so it continues from
+    the newest one that loads (a checkpoint half-written by the killed process is passed
+    over). Tune's own iteration count restarts; the epochs, the fold states and the MLflow
+    runs do not.
     """
     import torch
 
     if not trial_dir or not Path(trial_dir).is_dir():
         return None
-    for folder in sorted(Path(trial_dir).glob("checkpoint_*"), reverse=True):
+
+    def written(folder: Path) -> tuple[float, str]:
+        # newest first by time: a resumed attempt numbers its checkpoints from 0 again,
+        # over the folders of the attempt before
+        f = folder / TRIAL_STATE
+        return (f.stat().st_mtime if f.is_file() else float("-inf"), folder.name)
+
+    for folder in sorted(Path(trial_dir).glob("checkpoint_*"), key=written, reverse=True):
         try:
             return torch.load(folder / TRIAL_STATE, weights_only=False)
         except Exception:  # noqa: BLE001  (missing or half-written: try the one before)
@@ -453,7 +477,8 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
                                  sweep=name, fold_workers=res.folds_in_parallel,
                                  threads=1 if workers else max(1, int(res.per_trial["cpu"])),
                                  placement=res.fold_placement,
-                                 fold_threads=res.per_fold.threads),
+                                 fold_threads=res.per_fold.threads,
+                                 experiment_path=experiment_path),
             tune.PlacementGroupFactory(bundles, strategy="PACK"))
         if resume:
             # the searcher, scheduler and trials come back from the experiment's own state

@@ -1,5 +1,7 @@
 """Sweep pieces that need no Ray cluster (the full sweep runs in test_cli_e2e)."""
 
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -91,3 +93,17 @@ def test_a_trial_restored_without_a_checkpoint_continues_from_its_own_newest_sta
     (tmp_path / "checkpoint_000002" / TRIAL_STATE).write_bytes(b"\x80\x02half")
     (tmp_path / "checkpoint_000003").mkdir()  # and had only made this folder
     assert own_trial_state(str(tmp_path)) == {"epoch": 2}
+    # resumed once already: that attempt numbered from 0 again, so the newest is not the last
+    os.utime(tmp_path / "checkpoint_000002" / TRIAL_STATE, (1, 1))  # the old half-written one
+    torch.save({"epoch": 3}, tmp_path / "checkpoint_000000" / TRIAL_STATE)
+    assert own_trial_state(str(tmp_path)) == {"epoch": 3}
+
+
+def test_a_restored_trial_looks_for_its_checkpoints_in_the_storage_not_the_session():
+    from satn.sweep import trial_storage_dir
+
+    staging = "/tmp/ray/session_2026/artifacts/2026-12-04/r1/driver_artifacts/run_trial_ab_1_x"
+    assert trial_storage_dir("/shared/ray-results/r1", staging) == \
+        Path("/shared/ray-results/r1/run_trial_ab_1_x")
+    assert trial_storage_dir("s3://bucket/r1", staging) is None  # Tune's own record only
+    assert trial_storage_dir(None, staging) is None and trial_storage_dir("/x", None) is None
