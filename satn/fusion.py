@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from satn.metrics import Aggregate, Scores, aggregate, score
-from satn.predictions import SCORE_PREFIX, classes_of, predictions_frame
+from satn.predictions import SCORE_PREFIX, classes_of, predictions_frame, renormalised
 from satn.significance import ComparisonError
 
 GRID = tuple(round(i / 10, 1) for i in range(11))
@@ -91,10 +91,7 @@ def probabilities(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
     s = frame[[f"{SCORE_PREFIX}{c}" for c in classes]].to_numpy(np.float64)
     if frame.attrs.get("score_kind", "probability") == "decision":
         s = np.exp(s - s.max(1, keepdims=True))
-    else:
-        s = np.clip(s, 0.0, None)
-    total = s.sum(1, keepdims=True)
-    return np.divide(s, total, out=np.full_like(s, 1.0 / s.shape[1]), where=total > 0)
+    return renormalised(s)
 
 
 def log_scores(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:

@@ -65,6 +65,14 @@ def classes_of(frame: pd.DataFrame) -> tuple[str, ...]:
     return tuple(c[len(SCORE_PREFIX):] for c in frame.columns if c.startswith(SCORE_PREFIX))
 
 
+def renormalised(s: np.ndarray) -> np.ndarray:
+    """(N, C) non-negative scores as rows summing to one (negatives clipped; a row of
+    zeros becomes uniform)."""
+    s = np.clip(s, 0.0, None)
+    total = s.sum(1, keepdims=True)
+    return np.divide(s, total, out=np.full_like(s, 1.0 / s.shape[1]), where=total > 0)
+
+
 def restrict_classes(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFrame:
     """The rows of ``frame`` whose true class is in ``classes``, scored on those classes alone.
 
@@ -82,9 +90,7 @@ def restrict_classes(frame: pd.DataFrame, classes: Sequence[str]) -> pd.DataFram
     rows = frame[frame["true"].isin(list(classes))]
     s = rows[[f"{SCORE_PREFIX}{c}" for c in classes]].to_numpy(np.float64)
     if frame.attrs.get("score_kind", "probability") != "decision":
-        s = np.clip(s, 0.0, None)
-        total = s.sum(1, keepdims=True)
-        s = np.divide(s, total, out=np.full_like(s, 1.0 / len(classes)), where=total > 0)
+        s = renormalised(s)
     out = rows.drop(columns=[f"{SCORE_PREFIX}{c}" for c in have]).reset_index(drop=True)
     out["pred"] = np.asarray(classes, dtype=object)[s.argmax(1)] if len(s) else []
     for j, c in enumerate(classes):
