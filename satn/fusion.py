@@ -1,4 +1,5 @@
-"""Late fusion of two evaluated runs: their per-utterance scores, weighed on dev.
+"""Late fusion of evaluated runs: two weighed on dev (:func:`fuse`), or several averaged
+(:func:`average`), from their per-utterance scores.
 
 A neural model reads log-mel frames; a classical baseline reads openSMILE
 functionals (F0, jitter, shimmer, energy ranges) that the network never sees. Their
@@ -27,6 +28,12 @@ Both runs must have scored the same utterances of the same folds, dev and test,
 with the same labels and classes (e.g. ``satn train`` and ``satn baseline`` on one
 config). With ``selection.inner_k`` the dev side is the pooled inner-fold
 predictions over the training speakers, which then choose the weight.
+
+:func:`average` is the mean of several runs' probabilities with equal weights, dev and
+test alike: a seed ensemble of finished runs (or of two configurations that scored the
+same folds). Nothing is chosen, so nothing of test can leak; its dev side is the mean of
+the runs' dev sides, so the selection score can weigh one seed against the mean, and
+:func:`fuse` can weigh the mean against a baseline.
 """
 
 from __future__ import annotations
@@ -59,12 +66,9 @@ class FusedFold:
     predictions: pd.DataFrame           # dev and test rows, fused probabilities
 
 
-@dataclass(frozen=True)
-class FusionResult:
-    classes: tuple[str, ...]
-    folds: tuple[FusedFold, ...]
-    grid: tuple[float, ...]             # the weights of run A that dev chose among
-    calibrated: bool = False
+class _ScoredSides:
+    """Fold means of the dev and test scores of a result whose ``folds`` have ``dev`` and
+    ``test`` :class:`Scores`."""
 
     @property
     def test(self) -> Aggregate:
@@ -75,15 +79,43 @@ class FusionResult:
         return aggregate([f.dev for f in self.folds])
 
     def summary(self) -> dict[str, float]:
-        """Fold means and stds of dev/test WA, UA, F1 (``test_ua_mean``, ...), and the
-        mean weight of run A."""
+        """Fold means and stds of dev/test WA, UA, F1 (``test_ua_mean``, ...)."""
         out = {}
         for side, agg in (("dev", self.dev), ("test", self.test)):
             for k in ("wa", "ua", "f1"):
                 out[f"{side}_{k}_mean"] = getattr(agg, f"{k}_mean")
                 out[f"{side}_{k}_std"] = getattr(agg, f"{k}_std")
-        out["weight_a_mean"] = float(np.mean([f.weight for f in self.folds]))
         return out
+
+
+@dataclass(frozen=True)
+class FusionResult(_ScoredSides):
+    classes: tuple[str, ...]
+    folds: tuple[FusedFold, ...]
+    grid: tuple[float, ...]             # the weights of run A that dev chose among
+    calibrated: bool = False
+
+    def summary(self) -> dict[str, float]:
+        """As :meth:`_ScoredSides.summary`, and the mean weight of run A."""
+        return {**super().summary(),
+                "weight_a_mean": float(np.mean([f.weight for f in self.folds]))}
+
+
+@dataclass(frozen=True)
+class AveragedFold:
+    name: str
+    members_dev_ua: tuple[float, ...]   # each run alone on this fold's dev side
+    members_test_ua: tuple[float, ...]
+    dev: Scores
+    test: Scores
+    predictions: pd.DataFrame           # dev and test rows, mean probabilities
+
+
+@dataclass(frozen=True)
+class AverageResult(_ScoredSides):
+    classes: tuple[str, ...]
+    folds: tuple[AveragedFold, ...]
+    n_runs: int
 
 
 def probabilities(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
@@ -126,19 +158,11 @@ def fuse(frame_a: pd.DataFrame, frame_b: pd.DataFrame,
     grid = sorted({float(w) for w in grid})
     if not grid or grid[0] < 0 or grid[-1] > 1:
         raise ValueError(f"fusion weights must lie in [0, 1], got {grid}")
-    classes = classes_of(frame_a)
-    if set(classes) != set(classes_of(frame_b)):
-        raise ComparisonError(f"the runs have different classes: {list(classes)} and "
-                              f"{list(classes_of(frame_b))}")
-    a, b = _with_fold(frame_a), _with_fold(frame_b)
-    names = sorted(a["fold"].unique())
-    if names != sorted(b["fold"].unique()):
-        raise ComparisonError(f"the runs have different folds: {names} and "
-                              f"{sorted(b['fold'].unique())}")
+    classes, names, (a, b) = _common_folds((frame_a, frame_b), ("A", "B"))
     cls = {c: i for i, c in enumerate(classes)}
     folds = []
     for name in names:
-        sides = {side: _pair(a, b, name, side) for side in SIDES}
+        sides = {side: _aligned((a, b), ("A", "B"), name, side) for side in SIDES}
         ys = {side: sides[side][0]["true"].map(cls).to_numpy(np.int64) for side in SIDES}
         if calibrate:
             zs = {side: (log_scores(sides[side][0], classes),
@@ -170,32 +194,77 @@ def fuse(frame_a: pd.DataFrame, frame_b: pd.DataFrame,
     return FusionResult(tuple(classes), tuple(folds), tuple(grid), calibrate)
 
 
+def average(frames: Sequence[pd.DataFrame]) -> AverageResult:
+    """The mean of several runs' probabilities per utterance, equal weights, every fold's dev
+    and test side (``satn.tracking.load_predictions`` tables with the same classes). Raises
+    :class:`ComparisonError` if they did not score the same utterances, labels and classes."""
+    if len(frames) < 2:
+        raise ValueError(f"averaging needs at least two runs, not {len(frames)}")
+    tags = [str(i + 1) for i in range(len(frames))]
+    classes, names, runs = _common_folds(frames, tags)
+    cls = {c: i for i, c in enumerate(classes)}
+    folds = []
+    for name in names:
+        frames_, scores, members = [], {}, {}
+        for side in SIDES:
+            rows = _aligned(runs, tags, name, side)
+            y = rows[0]["true"].map(cls).to_numpy(np.int64)
+            ps = [probabilities(r, classes) for r in rows]
+            members[side] = tuple(score(y, p.argmax(1), len(classes)).ua for p in ps)
+            p = np.mean(ps, axis=0)
+            scores[side] = score(y, p.argmax(1), len(classes))
+            frames_.append(predictions_frame(rows[0]["id"].tolist(),
+                                             rows[0]["speaker"].tolist(), y, p, classes, side))
+        folds.append(AveragedFold(name, members["dev"], members["test"], scores["dev"],
+                                  scores["test"], pd.concat(frames_, ignore_index=True)))
+    return AverageResult(tuple(classes), tuple(folds), len(frames))
+
+
+def _common_folds(frames: Sequence[pd.DataFrame], tags: Sequence[str]
+                  ) -> tuple[tuple[str, ...], list[str], list[pd.DataFrame]]:
+    """The runs' shared class order and fold names, and the runs with a ``fold`` column."""
+    classes = classes_of(frames[0])
+    for tag, f in zip(tags[1:], frames[1:], strict=True):
+        if set(classes) != set(classes_of(f)):
+            raise ComparisonError(f"the runs have different classes: {list(classes)} and "
+                                  f"{list(classes_of(f))} (run {tag})")
+    runs = [_with_fold(f) for f in frames]
+    names = sorted(runs[0]["fold"].unique())
+    for tag, f in zip(tags[1:], runs[1:], strict=True):
+        if names != sorted(f["fold"].unique()):
+            raise ComparisonError(f"the runs have different folds: {names} and "
+                                  f"{sorted(f['fold'].unique())} (run {tag})")
+    return classes, names, runs
+
+
 def _with_fold(frame: pd.DataFrame) -> pd.DataFrame:
     return frame if "fold" in frame.columns else frame.assign(fold="all")
 
 
-def _pair(a: pd.DataFrame, b: pd.DataFrame, fold: str,
-          side: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Fold ``fold``'s ``side`` rows of both runs, in the same utterance order."""
-    fa = a[(a["fold"] == fold) & (a["side"] == side)]
-    fb = b[(b["fold"] == fold) & (b["side"] == side)]
-    if fa.empty or fb.empty:
-        which = "A" if fa.empty else "B"
-        raise ComparisonError(f"run {which} has no {side} predictions in fold {fold}: fusion "
-                              "weighs the runs on dev and scores them on test")
-    for tag, f in (("A", fa), ("B", fb)):
+def _aligned(runs: Sequence[pd.DataFrame], tags: Sequence[str], fold: str,
+             side: str) -> list[pd.DataFrame]:
+    """Fold ``fold``'s ``side`` rows of every run, in the first run's utterance order."""
+    rows = [r[(r["fold"] == fold) & (r["side"] == side)] for r in runs]
+    for tag, f in zip(tags, rows, strict=True):
+        if f.empty:
+            raise ComparisonError(f"run {tag} has no {side} predictions in fold {fold}: "
+                                  "fusion weighs the runs on dev and scores them on test")
         if f["id"].duplicated().any():
             raise ComparisonError(f"run {tag} predicts some {side} utterance of fold {fold} "
                                   "twice")
-    if set(fa["id"]) != set(fb["id"]):
-        raise ComparisonError(
-            f"fold {fold}: the runs' {side} sides differ ({len(set(fa['id']) - set(fb['id']))} "
-            f"utterance(s) only in A, {len(set(fb['id']) - set(fa['id']))} only in B)")
-    fb = fb.set_index("id").loc[fa["id"]].reset_index()
-    fb.attrs = b.attrs
-    fa = fa.reset_index(drop=True)
-    fa.attrs = a.attrs
-    if (fa["true"].to_numpy() != fb["true"].to_numpy()).any():
-        raise ComparisonError(f"fold {fold}: the runs give different true labels to the same "
-                              f"{side} utterances")
-    return fa, fb
+    first = rows[0].reset_index(drop=True)
+    first.attrs = runs[0].attrs
+    out = [first]
+    for tag, run, f in zip(tags[1:], runs[1:], rows[1:], strict=True):
+        if set(first["id"]) != set(f["id"]):
+            raise ComparisonError(
+                f"fold {fold}: the runs' {side} sides differ "
+                f"({len(set(first['id']) - set(f['id']))} utterance(s) only in {tags[0]}, "
+                f"{len(set(f['id']) - set(first['id']))} only in {tag})")
+        f = f.set_index("id").loc[first["id"]].reset_index()
+        f.attrs = run.attrs
+        if (first["true"].to_numpy() != f["true"].to_numpy()).any():
+            raise ComparisonError(f"fold {fold}: the runs give different true labels to the "
+                                  f"same {side} utterances")
+        out.append(f)
+    return out

@@ -105,19 +105,33 @@ def align_classes(frame_a: pd.DataFrame, frame_b: pd.DataFrame
     nothing). When one run scored a superset of the other's classes (trained on all eight
     emotions, its partner on four), it is restricted to the other's (:func:`restrict_classes`);
     classes that only partly overlap cannot be compared and raise ``PredictionsError``."""
-    ca, cb = classes_of(frame_a), classes_of(frame_b)
-    if set(ca) == set(cb):
-        return frame_a, frame_b, ""
-    for tag, big, small, cs, cl in (("A", frame_a, frame_b, cb, ca),
-                                     ("B", frame_b, frame_a, ca, cb)):
-        if set(cs) < set(cl):
-            note = (f"run {tag} scored {len(cl)} classes {list(cl)}: scored here on the "
-                    f"{len(cs)} of the other run {list(cs)} (rows of the others dropped, "
-                    "scores renormalised over these)")
-            fixed = restrict_classes(big, cs)
-            return (fixed, small, note) if tag == "A" else (small, fixed, note)
-    raise PredictionsError(f"the runs have different classes: {list(ca)} and {list(cb)}; "
-                           "neither is a subset of the other")
+    (a, b), notes = common_classes((frame_a, frame_b), ("A", "B"))
+    return a, b, "\n".join(notes)
+
+
+def common_classes(frames: Sequence[pd.DataFrame], tags: Sequence[str]
+                   ) -> tuple[list[pd.DataFrame], list[str]]:
+    """Runs' tables on the classes of the run that scored fewest, and a line per run that
+    was restricted to them (:func:`restrict_classes`). Every run's classes must include
+    those: classes that only partly overlap raise ``PredictionsError``. ``tags`` name the
+    runs in the lines and errors (``A``, ``B``, or ``1``, ``2``, ...)."""
+    classes = [classes_of(f) for f in frames]
+    k = min(range(len(frames)), key=lambda i: len(classes[i]))
+    small = classes[k]
+    other = "the other run" if len(frames) == 2 else f"run {tags[k]}"
+    out, notes = [], []
+    for tag, frame, cl in zip(tags, frames, classes, strict=True):
+        if set(cl) == set(small):
+            out.append(frame)
+            continue
+        if not set(small) < set(cl):
+            raise PredictionsError(f"the runs have different classes: {list(small)} and "
+                                   f"{list(cl)}; neither is a subset of the other")
+        notes.append(f"run {tag} scored {len(cl)} classes {list(cl)}: scored here on the "
+                     f"{len(small)} of {other} {list(small)} (rows of the others dropped, "
+                     "scores renormalised over these)")
+        out.append(restrict_classes(frame, small))
+    return out, notes
 
 
 def write_predictions(frame: pd.DataFrame, path: str | Path, score_kind: str) -> Path:

@@ -1,5 +1,6 @@
-"""`satn baseline` and `satn compare` through the installed CLI on a tiny demo corpus:
-the MLflow layout of neural runs, predictions kept for every fold, comparisons read back."""
+"""`satn baseline`, `satn compare`, `satn fuse` and `satn average` through the installed CLI
+on a tiny demo corpus: the MLflow layout of neural runs, predictions kept for every fold,
+comparisons, fusions and means read back."""
 
 from __future__ import annotations
 
@@ -181,6 +182,46 @@ def test_fuse_logs_a_run_that_report_and_compare_read(ws, baseline_runs):
         assert f.data.metrics["fusion_temperature_b"] > 0
 
 
+def test_average_logs_a_mean_that_report_fuse_and_compare_read(ws, baseline_runs):
+    from mlflow.tracking import MlflowClient
+
+    from satn.fusion import probabilities
+    from satn.tracking import load_predictions
+
+    _, runs = baseline_runs
+    svm, logreg = runs["svm/logmel_stats"], runs["logreg/logmel_stats"]
+    out = _satn(ws, "average", svm, logreg, "--tracking-uri", _uri(ws))
+    mean = out.split("MLflow run ")[1].split()[0]
+    client = MlflowClient(tracking_uri=_uri(ws))
+    run = client.get_run(mean)
+    assert run.data.tags["satn.kind"] == "average" and run.info.status == "FINISHED"
+    assert run.data.tags["satn.variant"] == "mean/svm/logmel_stats+logreg/logmel_stats"
+    assert run.data.tags["satn.average_of"] == f"{svm},{logreg}"
+    folds = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{mean}'")
+    uas = [f.data.metrics["best_test_ua"] for f in folds]
+    assert len(folds) == 5 and run.data.metrics["test_ua_mean"] == pytest.approx(np.mean(uas))
+    assert f"UA {np.mean(uas):.3f}" in out.split("mean of 2 runs")[1]
+    # the logged predictions are the mean of the two runs' probabilities, row by row
+    key = ["fold", "side", "id"]
+    m = load_predictions(_uri(ws), mean).sort_values(key)
+    a, b = (load_predictions(_uri(ws), r).sort_values(key) for r in (svm, logreg))
+    classes = tuple(c.split(".", 1)[1] for c in m.columns if c.startswith("score."))
+    np.testing.assert_allclose(probabilities(m, classes),
+                               (probabilities(a, classes) + probabilities(b, classes)) / 2,
+                               atol=1e-9)
+    report = _cli("report", "--tracking-uri", _uri(ws), "--experiment", "bl",
+                  "--layout", "tacn").stdout
+    assert "mean/svm/logmel_stats+logreg/logmel_stats" in report
+    fused = _cli("fuse", mean, svm, "--tracking-uri", _uri(ws), "--no-mlflow").stdout
+    assert "A: mean/svm/logmel_stats+logreg/logmel_stats" in fused
+    assert "UA: A - B =" in _cli("compare", mean, svm, "--tracking-uri", _uri(ws),
+                                  "--resamples", "200").stdout
+    assert "at least two runs" in _cli("average", svm, "--tracking-uri", _uri(ws),
+                                       code=2).output
+    assert "given more than once" in _cli("average", svm, logreg, svm, "--tracking-uri",
+                                          _uri(ws), code=2).output
+
+
 def test_a_run_on_more_classes_is_fused_and_compared_on_the_others(ws, baseline_runs):
     """A four-class run against a three-class one on the same folds: the four-class run is
     scored on the three (the way a network trained on eight emotions meets a four-class
@@ -213,3 +254,6 @@ def test_a_run_on_more_classes_is_fused_and_compared_on_the_others(ws, baseline_
     assert "run A scored 4 classes" in cmp and "UA: A - B =" in cmp
     n3 = int((a3["side"] == "test").sum())
     assert f"({n3} utterances)" in cmp
+    # averaged: the four-class run is scored on the three as well
+    avg = _cli("average", small, svm, "--tracking-uri", _uri(ws), "--no-mlflow").stdout
+    assert "run 2 scored 4 classes" in avg and "on the 3 of the other run" in avg

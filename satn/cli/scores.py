@@ -1,5 +1,6 @@
-"""``satn baseline``, ``satn compare``, ``satn fuse``, ``satn refit``: classical rows, the
-significance of a difference, late fusion and the refit after selection by inner folds."""
+"""``satn baseline``, ``satn compare``, ``satn fuse``, ``satn average``, ``satn refit``:
+classical rows, the significance of a difference, late fusion, the mean of finished runs
+(a seed ensemble) and the refit after selection by inner folds."""
 
 from __future__ import annotations
 
@@ -188,6 +189,57 @@ def fuse(run_a, run_b, tracking_uri, tracking_uri_b, weights, calibrate, no_mlfl
     run_id = log_fusion(uri, a.attrs["experiment_id"], result, runs)
     click.echo(f"MLflow run {run_id} in {uri}\n  compare: satn compare {run_id} "
                f"{a.attrs['run_id']} --tracking-uri {uri}")
+
+
+@main.command()
+@click.argument("run_ids", metavar="RUN RUN [RUN ...]", nargs=-1, required=True)
+@click.option("--tracking-uri", default=None,
+              help="MLflow store of the runs, where the mean is logged (default: ./mlflow.db).")
+@click.option("--no-mlflow", is_flag=True, help="Print only; log nothing to MLflow.")
+@friendly_errors
+def average(run_ids, tracking_uri, no_mlflow) -> None:
+    """The mean of several finished runs' class probabilities, equal weights, per utterance:
+    a seed ensemble of runs trained apart (`--set train.seed=N`), or of configurations that
+    scored the same folds. Nothing is chosen on dev or test; the mean's dev side (with inner
+    folds, the selection score) says whether it beats one seed, and `satn fuse` weighs it
+    against a baseline like any run. Runs that scored more classes than the smallest run are
+    scored on its classes."""
+    from satn.fusion import average as average_runs
+    from satn.predictions import common_classes
+    from satn.tracking import load_predictions, log_average
+
+    if len(run_ids) < 2:
+        raise click.UsageError("give at least two runs to average")
+    twice = sorted({r for r in run_ids if run_ids.count(r) > 1})
+    if twice:
+        raise click.UsageError(f"run {twice[0]} given more than once")
+    uri = store_uri(tracking_uri, load_runtime(None))
+    tags = [str(i + 1) for i in range(len(run_ids))]
+    frames, notes = common_classes([load_predictions(uri, r) for r in run_ids], tags)
+    result = average_runs(frames)
+    for tag, f in zip(tags, frames, strict=True):
+        click.echo(f"{tag}: {f.attrs['run_name']} ({f.attrs['run_id']})")
+    for note in notes:
+        click.echo(note)
+    click.echo(f"{'fold':<14} {'dev UA':>7} {'test UA':>8} {'runs alone (test UA)':>22}")
+    for f in result.folds:
+        click.echo(f"{f.name:<14} {f.dev.ua:7.3f} {f.test.ua:8.3f}   "
+                   + " ".join(f"{ua:.3f}" for ua in f.members_test_ua))
+    alone = [sum(f.members_test_ua[i] for f in result.folds) / len(result.folds)
+             for i in range(result.n_runs)]
+    t = result.test
+    click.echo(f"{'mean':<14} {result.dev.ua_mean:7.3f} {t.ua_mean:8.3f}   "
+               + " ".join(f"{ua:.3f}" for ua in alone))
+    click.echo(f"mean of {result.n_runs} runs: test WA {t.wa_mean:.3f} ± {t.wa_std:.3f}  UA "
+               f"{t.ua_mean:.3f} ± {t.ua_std:.3f}  F1 {t.f1_mean:.3f}")
+    if no_mlflow:
+        return
+    runs = [{"run_id": f.attrs["run_id"], "name": f.attrs["run_name"],
+             "variant": f.attrs["variant"] or f.attrs["run_name"], "uri": public_uri(uri)}
+            for f in frames]
+    run_id = log_average(uri, frames[0].attrs["experiment_id"], result, runs)
+    click.echo(f"MLflow run {run_id} in {uri}\n  fuse: satn fuse {run_id} <baseline run> "
+               f"--tracking-uri {uri}")
 
 
 @main.command()

@@ -6,7 +6,7 @@ be written from Ray workers and finished or marked by the driver.
 
 - :mod:`.store`: where the store is, opening it, experiments, shared small writers
 - :mod:`.observer`: a cross-validation logged epoch by epoch as it trains
-- :mod:`.finished`: runs written in one go (baselines, fusions, refits, pretraining)
+- :mod:`.finished`: runs written in one go (baselines, fusions, means, refits, pretraining)
 - :mod:`.artifacts`: confusion tables and pictures, attention pictures
 - :mod:`.read`: runs read back (configs, predictions, checkpoints, report records)
 - :mod:`.cleanup`: the driver's clean-up of stopped, failed and orphaned runs
@@ -25,7 +25,13 @@ from satn.tracking.cleanup import (
     writer_alive,
     writer_id,
 )
-from satn.tracking.finished import log_baseline, log_finished_run, log_fusion, log_refit
+from satn.tracking.finished import (
+    log_average,
+    log_baseline,
+    log_finished_run,
+    log_fusion,
+    log_refit,
+)
 from satn.tracking.observer import MlflowObserver
 from satn.tracking.read import (
     find_checkpoint,
@@ -58,8 +64,8 @@ __all__ = [
     "DEFAULT_EXPERIMENT", "TEACHER_ARTIFACT", "WRITER_TAG", "MlflowObserver", "Orphan",
     "TeacherMlflowObserver", "TrackingError", "default_artifact_root", "default_tracking_uri",
     "draw_or_warn", "draw_stored_figures", "ensure_experiment", "find_checkpoint", "find_orphans",
-    "find_teacher", "fold_checkpoint", "load_predictions", "log_baseline", "log_finished_run",
-    "log_fusion", "log_refit", "mark_runs", "mark_sweep_leftovers", "member_curves",
-    "open_client", "read_runs", "repair_runs", "require_store", "run_config", "run_tags",
+    "find_teacher", "fold_checkpoint", "load_predictions", "log_average", "log_baseline",
+    "log_finished_run", "log_fusion", "log_refit", "mark_runs", "mark_sweep_leftovers",
+    "member_curves", "open_client", "read_runs", "repair_runs", "require_store", "run_config", "run_tags",
     "tag_run", "teacher_path", "ui_hint", "writer_alive", "writer_id",
 ]

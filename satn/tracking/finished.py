@@ -1,5 +1,5 @@
-"""Runs written in one go once their work is done: classical baselines, late fusions,
-refits (a config run and a run per fold, as ``satn report`` and ``satn compare`` read
+"""Runs written in one go once their work is done: classical baselines, late fusions and
+means of runs, refits (a config run and a run per fold, as ``satn report`` and ``satn compare`` read
 neural runs) and single jobs outside the runner (VQ-VAE pretraining, figures)."""
 
 from __future__ import annotations
@@ -85,6 +85,44 @@ def log_fusion(tracking_uri: str, experiment_id: str, result, runs: dict[str, di
     return _log_scored_run(
         open_client(tracking_uri), experiment_id, run_name or variant, base_tags, params,
         {"fusion": runs}, folds, result.classes, "probability", result.summary(),
+        result.test.confusion_normalised_mean, variant, {})
+
+
+def average_variant(variants: list[str]) -> str:
+    """``mean/tcn_self(3)`` for three runs of one variant, ``mean/a+b`` for different ones:
+    short enough to read in a fusion's name."""
+    if len(set(variants)) == 1:
+        return f"mean/{variants[0]}({len(variants)})"
+    return "mean/" + "+".join(variants)
+
+
+def log_average(tracking_uri: str, experiment_id: str, result,
+                runs: list[dict[str, str]]) -> str:
+    """Log the mean of several runs (``satn.fusion.AverageResult``) like a baseline run.
+
+    ``runs``: each averaged run's ``run_id``, ``name``, ``variant``, ``uri`` (kept as
+    ``average.run<i>_*`` params; ``satn.average_of`` lists their ids). Fold runs hold each
+    run's dev UA alone (``dev_ua_by_run``, a step per run), confusion matrices and the mean
+    predictions. Returns the config run id.
+    """
+    variant = average_variant([r["variant"] for r in runs])
+    base_tags = {"satn.variant": variant, "satn.kind": "average",
+                 "satn.average_of": ",".join(r["run_id"] for r in runs),
+                 "satn.folds": ",".join(f.name for f in result.folds)}
+    params = {"model.variant": variant, "data.classes": ",".join(result.classes),
+              "average.n_runs": result.n_runs,
+              **{f"average.run{i + 1}_{k}": v for i, r in enumerate(runs) for k, v in r.items()}}
+    folds = [_ScoredFold(
+        name=f.name, tags={}, params={"fold.name": f.name},
+        metrics={"runs_dev_ua_mean": float(np.mean(f.members_dev_ua)),
+                 "runs_test_ua_mean": float(np.mean(f.members_test_ua))},
+        curve=("dev_ua_by_run", dict(enumerate(f.members_dev_ua))),
+        dev=f.dev, test=f.test, predictions=f.predictions,
+        title=f"{f.name} {{side}} ({variant})", summary={"runs": result.n_runs})
+        for f in result.folds]
+    return _log_scored_run(
+        open_client(tracking_uri), experiment_id, variant, base_tags, params,
+        {"average": runs}, folds, result.classes, "probability", result.summary(),
         result.test.confusion_normalised_mean, variant, {})
 
 
