@@ -1,4 +1,5 @@
-"""An in-memory stand-in for ``satn.store.FeatureDataset`` with learnable classes."""
+"""Stand-ins: an in-memory ``satn.store.FeatureDataset`` with learnable classes, and the
+predictions table of a finished run."""
 
 from __future__ import annotations
 
@@ -36,3 +37,22 @@ class MemoryDataset:
 
     def __len__(self):
         return len(self._arrays)
+
+
+def scored_run(true: dict[str, np.ndarray], scores: dict[str, np.ndarray], kind="probability",
+               folds=("fold1",), classes=CLASSES) -> pd.DataFrame:
+    """A finished run's predictions table (``satn.tracking.load_predictions``): the same
+    dev and test rows in each of ``folds``. ``true``/``scores``: per side, (N,) class ids
+    and (N, C) scores."""
+    from satn.predictions import predictions_frame
+
+    frames = []
+    for fold in folds:
+        for side in ("dev", "test"):
+            n = len(true[side])
+            f = predictions_frame([f"{side}{i}" for i in range(n)], ["spk"] * n, true[side],
+                                  scores[side], classes, side)
+            frames.append(f.assign(fold=fold))
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs = {"score_kind": kind}
+    return out

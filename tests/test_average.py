@@ -7,30 +7,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from fakes import scored_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from satn.fusion import average, fuse, probabilities
-from satn.predictions import PredictionsError, common_classes, predictions_frame
+from satn.predictions import PredictionsError, common_classes
 from satn.significance import ComparisonError
 from satn.tracking.finished import average_variant
 
 CLASSES = ("neu", "hap", "sad", "ang")
 
 
-def _run(true: dict[str, np.ndarray], scores: dict[str, np.ndarray], kind="probability",
-         folds=("fold1", "fold2"), classes=CLASSES) -> pd.DataFrame:
-    """A predictions table of ``folds`` with the same rows in each fold."""
-    frames = []
-    for fold in folds:
-        for side in ("dev", "test"):
-            n = len(true[side])
-            f = predictions_frame([f"{side}{i}" for i in range(n)], ["spk"] * n, true[side],
-                                  scores[side], classes, side)
-            frames.append(f.assign(fold=fold))
-    out = pd.concat(frames, ignore_index=True)
-    out.attrs = {"score_kind": kind}
-    return out
+def _run(true, scores, kind="probability", classes=CLASSES):
+    """A finished run's predictions table over two folds."""
+    return scored_run(true, scores, kind, ("fold1", "fold2"), classes)
 
 
 def _labels(n_per_class: int) -> np.ndarray:
@@ -118,7 +109,7 @@ def test_runs_that_scored_different_things_cannot_be_averaged():
     with pytest.raises(ComparisonError, match=r"dev sides differ .*only in 3"):
         average([a, a, fewer])
     with pytest.raises(ComparisonError, match=r"different folds.*\(run 2\)"):
-        average([a, _run(y, scores, folds=("fold1",))])
+        average([a, scored_run(y, scores)])
     with pytest.raises(ComparisonError, match="different classes"):
         average([a, a.rename(columns={"score.ang": "score.cal"})])
 

@@ -4,32 +4,16 @@ predictions, and a clear error when the runs did not score the same utterances."
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
+from fakes import scored_run as _run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from satn.fusion import TEMPERATURES, fit_temperature, fuse, log_scores, probabilities
 from satn.metrics import score
-from satn.predictions import predictions_frame
 from satn.significance import ComparisonError
 
 CLASSES = ("neu", "hap", "sad", "ang")
-
-
-def _run(true: dict[str, np.ndarray], scores: dict[str, np.ndarray], kind="probability",
-         folds=("fold1",)) -> pd.DataFrame:
-    """A predictions table of ``folds`` with the same rows in each fold."""
-    frames = []
-    for fold in folds:
-        for side in ("dev", "test"):
-            n = len(true[side])
-            f = predictions_frame([f"{side}{i}" for i in range(n)], ["spk"] * n, true[side],
-                                  scores[side], CLASSES, side)
-            frames.append(f.assign(fold=fold))
-    out = pd.concat(frames, ignore_index=True)
-    out.attrs = {"score_kind": kind}
-    return out
 
 
 def _expert(true: np.ndarray, knows: set[int]) -> np.ndarray:
