@@ -212,6 +212,13 @@ def test_average_logs_a_mean_that_report_fuse_and_compare_read(ws, baseline_runs
     report = _cli("report", "--tracking-uri", _uri(ws), "--experiment", "bl",
                   "--layout", "tacn").stdout
     assert "mean/svm/logmel_stats+logreg/logmel_stats" in report
+    # a run named by id is reported from whichever experiment holds it; an unknown id is
+    # one clear line
+    named = _cli("report", "--tracking-uri", _uri(ws), "--experiment", "elsewhere", "--run",
+                 mean, "--no-ci").stdout
+    assert "mean/svm/logmel_stats+logreg/logmel_stats" in named and "| 5 |" in named
+    missing = _cli("report", "--tracking-uri", _uri(ws), "--run", "0" * 32, code=1).output
+    assert f"no MLflow run '{'0' * 32}'" in missing and "Traceback" not in missing
     fused = _cli("fuse", mean, svm, "--tracking-uri", _uri(ws), "--no-mlflow").stdout
     assert "A: mean/svm/logmel_stats+logreg/logmel_stats" in fused
     assert "UA: A - B =" in _cli("compare", mean, svm, "--tracking-uri", _uri(ws),

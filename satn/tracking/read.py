@@ -124,29 +124,35 @@ def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
     """Configuration runs with their folds' best-dev-epoch scores, for reports.
 
     Picks the config runs of ``sweep`` (tag ``satn.sweep``), or those named in
-    ``run_ids``, or every config run of ``experiment``. Each record: ``run_id``,
+    ``run_ids`` (in any experiment; an unknown id raises ``LookupError``), or every config
+    run of ``experiment``. Each record: ``run_id``,
     ``name``, ``status``, ``variant``, ``classes`` (``data.classes``, comma-joined),
     ``params`` (searched values), ``config`` (every logged param, as strings), and
     ``folds``: a list of {``fold``, ``dev_wa``, ``dev_ua``, ``test_wa``, ``test_ua``}
     from each fold run's best dev epoch.
     """
     client = open_client(tracking_uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        raise LookupError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
-    ids = [exp.experiment_id]
-    if run_ids:
-        parents = [client.get_run(r) for r in run_ids]
+    if run_ids:  # named runs are found in whichever experiment holds them
+        parents = []
+        for r in run_ids:
+            try:
+                parents.append(client.get_run(r))
+            except Exception as e:  # MLflow raises its own exception types for an unknown id
+                raise LookupError(f"no MLflow run {r!r} in {tracking_uri}") from e
     else:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            raise LookupError(f"no MLflow experiment {experiment!r} in {tracking_uri}")
         where = "tags.`satn.level` = 'config'"
         if sweep:
             where += f" AND tags.`satn.sweep` = '{sweep}'"
-        parents = client.search_runs(ids, filter_string=where, max_results=50000)
+        parents = client.search_runs([exp.experiment_id], filter_string=where,
+                                     max_results=50000)
     records = []
     for run in parents:
         children = client.search_runs(
-            ids, filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'",
-            max_results=50000)
+            [run.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=50000)
         folds = []
         for child in sorted(children, key=lambda c: c.data.tags.get("satn.fold", "")):
             m = child.data.metrics
