@@ -66,6 +66,6 @@ __all__ = [
     "draw_or_warn", "draw_stored_figures", "ensure_experiment", "find_checkpoint", "find_orphans",
     "find_teacher", "fold_checkpoint", "load_predictions", "log_average", "log_baseline",
     "log_finished_run", "log_fusion", "log_refit", "mark_runs", "mark_sweep_leftovers",
-    "member_curves", "open_client", "read_runs", "repair_runs", "require_store", "run_config", "run_tags",
-    "tag_run", "teacher_path", "ui_hint", "writer_alive", "writer_id",
+    "member_curves", "open_client", "read_runs", "repair_runs", "require_store", "run_config",
+    "run_tags", "tag_run", "teacher_path", "ui_hint", "writer_alive", "writer_id",
 ]

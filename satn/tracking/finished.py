@@ -1,6 +1,7 @@
 """Runs written in one go once their work is done: classical baselines, late fusions and
-means of runs, refits (a config run and a run per fold, as ``satn report`` and ``satn compare`` read
-neural runs) and single jobs outside the runner (VQ-VAE pretraining, figures)."""
+means of runs, refits (a config run and a run per fold, as ``satn report`` and
+``satn compare`` read neural runs) and single jobs outside the runner (VQ-VAE
+pretraining, figures)."""
 
 from __future__ import annotations
 
