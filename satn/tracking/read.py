@@ -125,8 +125,8 @@ def read_runs(tracking_uri: str, experiment: str = DEFAULT_EXPERIMENT, *,
 
     Picks the config runs of ``sweep`` (tag ``satn.sweep``), or those named in
     ``run_ids`` (in any experiment; an unknown id raises ``LookupError``), or every config
-    run of ``experiment``. Each record: ``run_id``,
-    ``name``, ``status``, ``variant``, ``classes`` (``data.classes``, comma-joined),
+    run of ``experiment``. Each record: ``run_id``, ``name``, ``status``, ``variant``,
+    ``classes`` (``data.classes``, comma-joined),
     ``params`` (searched values), ``config`` (every logged param, as strings), and
     ``folds``: a list of {``fold``, ``dev_wa``, ``dev_ua``, ``test_wa``, ``test_ua``}
     from each fold run's best dev epoch.
