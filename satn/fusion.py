@@ -248,7 +248,7 @@ def _aligned(runs: Sequence[pd.DataFrame], tags: Sequence[str], fold: str,
     for tag, f in zip(tags, rows, strict=True):
         if f.empty:
             raise ComparisonError(f"run {tag} has no {side} predictions in fold {fold}: "
-                                  "fusion weighs the runs on dev and scores them on test")
+                                  "runs are weighed (or averaged) on dev and scored on test")
         if f["id"].duplicated().any():
             raise ComparisonError(f"run {tag} predicts some {side} utterance of fold {fold} "
                                   "twice")
