@@ -158,11 +158,11 @@ def fuse(frame_a: pd.DataFrame, frame_b: pd.DataFrame,
     grid = sorted({float(w) for w in grid})
     if not grid or grid[0] < 0 or grid[-1] > 1:
         raise ValueError(f"fusion weights must lie in [0, 1], got {grid}")
-    classes, names, (a, b) = _common_folds((frame_a, frame_b), ("A", "B"))
+    classes, names, (a, b) = common_folds((frame_a, frame_b), ("A", "B"))
     cls = {c: i for i, c in enumerate(classes)}
     folds = []
     for name in names:
-        sides = {side: _aligned((a, b), ("A", "B"), name, side) for side in SIDES}
+        sides = {side: aligned((a, b), ("A", "B"), name, side) for side in SIDES}
         ys = {side: sides[side][0]["true"].map(cls).to_numpy(np.int64) for side in SIDES}
         if calibrate:
             zs = {side: (log_scores(sides[side][0], classes),
@@ -201,13 +201,13 @@ def average(frames: Sequence[pd.DataFrame]) -> AverageResult:
     if len(frames) < 2:
         raise ValueError(f"averaging needs at least two runs, not {len(frames)}")
     tags = [str(i + 1) for i in range(len(frames))]
-    classes, names, runs = _common_folds(frames, tags)
+    classes, names, runs = common_folds(frames, tags)
     cls = {c: i for i, c in enumerate(classes)}
     folds = []
     for name in names:
         frames_, scores, members = [], {}, {}
         for side in SIDES:
-            rows = _aligned(runs, tags, name, side)
+            rows = aligned(runs, tags, name, side)
             y = rows[0]["true"].map(cls).to_numpy(np.int64)
             ps = [probabilities(r, classes) for r in rows]
             members[side] = tuple(score(y, p.argmax(1), len(classes)).ua for p in ps)
@@ -220,7 +220,7 @@ def average(frames: Sequence[pd.DataFrame]) -> AverageResult:
     return AverageResult(tuple(classes), tuple(folds), len(frames))
 
 
-def _common_folds(frames: Sequence[pd.DataFrame], tags: Sequence[str]
+def common_folds(frames: Sequence[pd.DataFrame], tags: Sequence[str]
                   ) -> tuple[tuple[str, ...], list[str], list[pd.DataFrame]]:
     """The runs' shared class order and fold names, and the runs with a ``fold`` column."""
     classes = classes_of(frames[0])
@@ -241,14 +241,14 @@ def _with_fold(frame: pd.DataFrame) -> pd.DataFrame:
     return frame if "fold" in frame.columns else frame.assign(fold="all")
 
 
-def _aligned(runs: Sequence[pd.DataFrame], tags: Sequence[str], fold: str,
+def aligned(runs: Sequence[pd.DataFrame], tags: Sequence[str], fold: str,
              side: str) -> list[pd.DataFrame]:
     """Fold ``fold``'s ``side`` rows of every run, in the first run's utterance order."""
     rows = [r[(r["fold"] == fold) & (r["side"] == side)] for r in runs]
     for tag, f in zip(tags, rows, strict=True):
         if f.empty:
-            raise ComparisonError(f"run {tag} has no {side} predictions in fold {fold}: "
-                                  "runs are weighed (or averaged) on dev and scored on test")
+            raise ComparisonError(f"run {tag} has no {side} predictions in fold {fold}: runs "
+                                  "are weighed, averaged or chosen on dev and scored on test")
         if f["id"].duplicated().any():
             raise ComparisonError(f"run {tag} predicts some {side} utterance of fold {fold} "
                                   "twice")

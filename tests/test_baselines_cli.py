@@ -1,6 +1,6 @@
-"""`satn baseline`, `satn compare`, `satn fuse` and `satn average` through the installed CLI
-on a tiny demo corpus: the MLflow layout of neural runs, predictions kept for every fold,
-comparisons, fusions and means read back."""
+"""`satn baseline`, `satn compare`, `satn fuse`, `satn average` and `satn choose` through the
+installed CLI on a tiny demo corpus: the MLflow layout of neural runs, predictions kept for
+every fold, comparisons, fusions, means and choices read back."""
 
 from __future__ import annotations
 
@@ -227,6 +227,36 @@ def test_average_logs_a_mean_that_report_fuse_and_compare_read(ws, baseline_runs
                                        code=2).output
     assert "given more than once" in _cli("average", svm, logreg, svm, "--tracking-uri",
                                           _uri(ws), code=2).output
+
+
+def test_choose_names_the_best_dev_run_and_only_then_compares_its_test(ws, baseline_runs):
+    import json
+
+    from satn.significance import compare, fold_scores
+    from satn.tracking import load_predictions
+
+    _, runs = baseline_runs
+    svm, logreg = runs["svm/logmel_stats"], runs["logreg/logmel_stats"]
+    out = _satn(ws, "choose", svm, logreg, "--against", svm, "--tracking-uri", _uri(ws),
+                "--json", ws / "choice.json", "--resamples", "200")
+    frames = {r: load_predictions(_uri(ws), r) for r in (svm, logreg)}
+    dev = {r: np.mean(list(fold_scores(f, "ua", side="dev").values()))
+           for r, f in frames.items()}
+    best = logreg if dev[logreg] > dev[svm] + 1e-12 else svm  # a tie: the first given
+    record = json.loads((ws / "choice.json").read_text())
+    assert record["chosen"] == best
+    assert [c["selection_score"] for c in record["candidates"]] == pytest.approx(
+        [dev[svm], dev[logreg]])
+    chosen_line = next(ln for ln in out.splitlines() if ln.startswith("chosen by"))
+    assert best in chosen_line
+    ua = compare(frames[best], frames[svm], "ua", n_resamples=200)
+    assert record["against"][0]["ua"]["diff"] == pytest.approx(ua.diff.estimate)
+    assert f"UA: chosen - this = {ua.diff.estimate:+.3f}" in out
+    assert "at least two runs to choose among" in _cli("choose", svm, "--tracking-uri",
+                                                       _uri(ws), code=2).output
+    unknown = _cli("choose", svm, logreg, "--against", "0" * 32, "--tracking-uri", _uri(ws),
+                   code=1).output
+    assert f"no MLflow run '{'0' * 32}'" in unknown and "chosen" not in unknown
 
 
 def test_a_run_on_more_classes_is_fused_and_compared_on_the_others(ws, baseline_runs):

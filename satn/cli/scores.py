@@ -1,6 +1,7 @@
-"""``satn baseline``, ``satn compare``, ``satn fuse``, ``satn average``, ``satn refit``:
-classical rows, the significance of a difference, late fusion, the mean of finished runs
-(a seed ensemble) and the refit after selection by inner folds."""
+"""``satn baseline``, ``satn compare``, ``satn fuse``, ``satn average``, ``satn choose``,
+``satn refit``: classical rows, the significance of a difference, late fusion, the mean of
+finished runs (a seed ensemble), the choice among runs by dev alone and the refit after
+selection by inner folds."""
 
 from __future__ import annotations
 
@@ -208,11 +209,7 @@ def average(run_ids, tracking_uri, no_mlflow) -> None:
     from satn.predictions import common_classes
     from satn.tracking import load_predictions, log_average
 
-    if len(run_ids) < 2:
-        raise click.UsageError("give at least two runs to average")
-    twice = sorted({r for r in run_ids if run_ids.count(r) > 1})
-    if twice:
-        raise click.UsageError(f"run {twice[0]} given more than once")
+    _distinct(run_ids, "to average")
     uri = store_uri(tracking_uri, load_runtime(None))
     tags = [str(i + 1) for i in range(len(run_ids))]
     frames, notes = common_classes([load_predictions(uri, r) for r in run_ids], tags)
@@ -240,6 +237,93 @@ def average(run_ids, tracking_uri, no_mlflow) -> None:
     run_id = log_average(uri, frames[0].attrs["experiment_id"], result, runs)
     click.echo(f"MLflow run {run_id} in {uri}\n  fuse: satn fuse {run_id} <baseline run> "
                f"--tracking-uri {uri}")
+
+
+def _distinct(run_ids: tuple[str, ...], purpose: str) -> None:
+    if len(run_ids) < 2:
+        raise click.UsageError(f"give at least two runs {purpose}")
+    twice = sorted({r for r in run_ids if run_ids.count(r) > 1})
+    if twice:
+        raise click.UsageError(f"run {twice[0]} given more than once")
+
+
+@main.command()
+@click.argument("run_ids", metavar="RUN RUN [RUN ...]", nargs=-1, required=True)
+@click.option("--against", "baselines", multiple=True, metavar="RUN",
+              help="Compare the chosen run with this one on test (repeatable): the best "
+                   "classical baseline, say.")
+@click.option("--tracking-uri", default=None, help="MLflow store (default: ./mlflow.db).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the candidates, the choice and the comparisons here.")
+@click.option("--resamples", type=click.IntRange(min=100), default=10000, show_default=True,
+              help="Bootstrap and permutation resamples of the comparisons.")
+@click.option("--seed", default=0, show_default=True)
+@friendly_errors
+def choose(run_ids, baselines, tracking_uri, json_path, resamples, seed) -> None:
+    """Choose one of several finished runs by the selection score (fold-mean dev UA; with
+    inner folds, their pooled predictions) and only then read its test side, against each
+    --against run with the paired tests of `satn compare`. A tie goes to the run given
+    first. The runs must have scored the same utterances of the same folds; runs on more
+    classes than the fewest are scored on those."""
+    import json
+
+    from satn.choice import choose as choose_run
+    from satn.predictions import align_classes
+    from satn.significance import compare as compare_runs
+    from satn.tracking import load_predictions
+
+    _distinct(run_ids, "to choose among")
+    uri = store_uri(tracking_uri, load_runtime(None))
+    # read every run first: a bad --against id fails before anything is printed
+    frames = [load_predictions(uri, r) for r in run_ids]
+    against = [load_predictions(uri, r) for r in baselines]
+    choice = choose_run(frames)
+    for c in choice.candidates:
+        click.echo(f"{c.tag}: {c.frame.attrs['run_name']} ({c.frame.attrs['run_id']})")
+    for note in choice.notes:
+        click.echo(note)
+    click.echo(f"\n{'':2}{'run':<4} {'selection score':>15} {'test UA':>15}   "
+               f"dev UA per fold ({', '.join(choice.folds)})")
+    for i, c in enumerate(choice.candidates):
+        mark = "*" if i == choice.chosen else ""
+        click.echo(f"{mark:<2}{c.tag:<4} {c.selection_score:>15.4f} {c.test_ua_mean:>7.3f} ± "
+                   f"{c.test_ua_std:.3f}   " + " ".join(f"{ua:.3f}" for ua in c.dev_ua))
+    best = choice.best
+    click.echo(f"chosen by the selection score (fold-mean dev UA; test is not read): "
+               f"{best.tag}, {best.frame.attrs['run_name']} ({best.frame.attrs['run_id']})")
+    if choice.tied:
+        click.echo("tie: run(s) " + ", ".join(choice.candidates[i].tag for i in choice.tied)
+                   + " have the same selection score; the run given first is chosen")
+    record = {"classes": list(choice.classes), "folds": list(choice.folds),
+              "chosen": best.frame.attrs["run_id"],
+              "tied": [choice.candidates[i].frame.attrs["run_id"] for i in choice.tied],
+              "candidates": [{"run_id": c.frame.attrs["run_id"],
+                              "name": c.frame.attrs["run_name"],
+                              "selection_score": c.selection_score, "dev_ua": list(c.dev_ua),
+                              "test_ua_mean": c.test_ua_mean, "test_ua": list(c.test_ua)}
+                             for c in choice.candidates],
+              "against": []}
+    for base in against:
+        a, b, note = align_classes(best.frame, base)
+        click.echo(f"against {b.attrs['run_name']} ({b.attrs['run_id']}):")
+        if note:
+            click.echo(f"  {note}")
+        entry = {"run_id": b.attrs["run_id"], "name": b.attrs["run_name"]}
+        for metric in ("ua", "wa"):
+            c = compare_runs(a, b, metric, n_resamples=resamples, seed=seed)
+            click.echo(f"  {metric.upper()}: chosen - this = {c.diff.estimate:+.3f}  95% CI "
+                       f"[{c.diff.low:+.3f}, {c.diff.high:+.3f}]  paired permutation p = "
+                       f"{c.p_utterances:.4f} ({c.n_utterances} utterances)  folds: paired t "
+                       f"p = {c.p_folds_t:.4f}, Wilcoxon p = {c.p_folds_wilcoxon:.4f}")
+            entry[metric] = {"chosen": c.a, "this": c.b, "diff": c.diff.estimate,
+                             "low": c.diff.low, "high": c.diff.high,
+                             "p_utterances": c.p_utterances, "p_folds_t": c.p_folds_t,
+                             "p_folds_wilcoxon": c.p_folds_wilcoxon}
+        record["against"].append(entry)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(record, f, indent=1)
+        click.echo(f"written: {json_path}")
 
 
 @main.command()
