@@ -237,14 +237,16 @@ def test_choose_names_the_best_dev_run_and_only_then_compares_its_test(ws, basel
 
     _, runs = baseline_runs
     svm, logreg = runs["svm/logmel_stats"], runs["logreg/logmel_stats"]
-    out = _satn(ws, "choose", svm, logreg, "--against", svm, "--tracking-uri", _uri(ws),
-                "--json", ws / "choice.json", "--resamples", "200")
+    out = _satn(ws, "choose", f"svm={svm}", logreg, "--against", svm, "--tracking-uri",
+                _uri(ws), "--json", ws / "choice.json", "--resamples", "200")
     frames = {r: load_predictions(_uri(ws), r) for r in (svm, logreg)}
     dev = {r: np.mean(list(fold_scores(f, "ua", side="dev").values()))
            for r, f in frames.items()}
     best = logreg if dev[logreg] > dev[svm] + 1e-12 else svm  # a tie: the first given
     record = json.loads((ws / "choice.json").read_text())
     assert record["chosen"] == best
+    assert [c["label"] for c in record["candidates"]] == ["svm", "2"]
+    assert re.search(r"^\*? *svm +\d\.\d{4} ", out, re.M)  # the label names its row
     assert [c["selection_score"] for c in record["candidates"]] == pytest.approx(
         [dev[svm], dev[logreg]])
     chosen_line = next(ln for ln in out.splitlines() if ln.startswith("chosen by"))
@@ -254,6 +256,8 @@ def test_choose_names_the_best_dev_run_and_only_then_compares_its_test(ws, basel
     assert f"UA: chosen - this = {ua.diff.estimate:+.3f}" in out
     assert "at least two runs to choose among" in _cli("choose", svm, "--tracking-uri",
                                                        _uri(ws), code=2).output
+    assert "its own non-empty label" in _cli("choose", f"a={svm}", f"a={logreg}",
+                                             "--tracking-uri", _uri(ws), code=2).output
     unknown = _cli("choose", svm, logreg, "--against", "0" * 32, "--tracking-uri", _uri(ws),
                    code=1).output
     assert f"no MLflow run '{'0' * 32}'" in unknown and "chosen" not in unknown

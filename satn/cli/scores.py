@@ -248,7 +248,7 @@ def _distinct(run_ids: tuple[str, ...], purpose: str) -> None:
 
 
 @main.command()
-@click.argument("run_ids", metavar="RUN RUN [RUN ...]", nargs=-1, required=True)
+@click.argument("run_ids", metavar="[LABEL=]RUN [LABEL=]RUN ...", nargs=-1, required=True)
 @click.option("--against", "baselines", multiple=True, metavar="RUN",
               help="Compare the chosen run with this one on test (repeatable): the best "
                    "classical baseline, say.")
@@ -264,7 +264,8 @@ def choose(run_ids, baselines, tracking_uri, json_path, resamples, seed) -> None
     inner folds, their pooled predictions) and only then read its test side, against each
     --against run with the paired tests of `satn compare`. A tie goes to the run given
     first. The runs must have scored the same utterances of the same folds; runs on more
-    classes than the fewest are scored on those."""
+    classes than the fewest are scored on those. LABEL=RUN names a candidate in the table
+    (e.g. eight+svm=RUN); unlabelled runs are numbered."""
     import json
 
     from satn.choice import choose as choose_run
@@ -272,22 +273,29 @@ def choose(run_ids, baselines, tracking_uri, json_path, resamples, seed) -> None
     from satn.significance import compare as compare_runs
     from satn.tracking import load_predictions
 
-    _distinct(run_ids, "to choose among")
+    labelled = [r.partition("=") if "=" in r else (str(i + 1), "", r)
+                for i, r in enumerate(run_ids)]
+    tags, runs = [t for t, _, _ in labelled], tuple(r for _, _, r in labelled)
+    _distinct(runs, "to choose among")
+    if len(set(tags)) < len(tags) or not all(tags):
+        raise click.UsageError("each LABEL=RUN needs its own non-empty label")
     uri = store_uri(tracking_uri, load_runtime(None))
     # read every run first: a bad --against id fails before anything is printed
-    frames = [load_predictions(uri, r) for r in run_ids]
+    frames = [load_predictions(uri, r) for r in runs]
     against = [load_predictions(uri, r) for r in baselines]
-    choice = choose_run(frames)
+    choice = choose_run(frames, tags)
     for c in choice.candidates:
         click.echo(f"{c.tag}: {c.frame.attrs['run_name']} ({c.frame.attrs['run_id']})")
     for note in choice.notes:
         click.echo(note)
-    click.echo(f"\n{'':2}{'run':<4} {'selection score':>15} {'test UA':>15}   "
+    width = max(4, *(len(t) for t in tags))
+    click.echo(f"\n{'':2}{'run':<{width}} {'selection score':>15} {'test UA':>15}   "
                f"dev UA per fold ({', '.join(choice.folds)})")
     for i, c in enumerate(choice.candidates):
         mark = "*" if i == choice.chosen else ""
-        click.echo(f"{mark:<2}{c.tag:<4} {c.selection_score:>15.4f} {c.test_ua_mean:>7.3f} ± "
-                   f"{c.test_ua_std:.3f}   " + " ".join(f"{ua:.3f}" for ua in c.dev_ua))
+        click.echo(f"{mark:<2}{c.tag:<{width}} {c.selection_score:>15.4f} "
+                   f"{c.test_ua_mean:>7.3f} ± {c.test_ua_std:.3f}   "
+                   + " ".join(f"{ua:.3f}" for ua in c.dev_ua))
     best = choice.best
     click.echo(f"chosen by the selection score (fold-mean dev UA; test is not read): "
                f"{best.tag}, {best.frame.attrs['run_name']} ({best.frame.attrs['run_id']})")
@@ -297,7 +305,7 @@ def choose(run_ids, baselines, tracking_uri, json_path, resamples, seed) -> None
     record = {"classes": list(choice.classes), "folds": list(choice.folds),
               "chosen": best.frame.attrs["run_id"],
               "tied": [choice.candidates[i].frame.attrs["run_id"] for i in choice.tied],
-              "candidates": [{"run_id": c.frame.attrs["run_id"],
+              "candidates": [{"label": c.tag, "run_id": c.frame.attrs["run_id"],
                               "name": c.frame.attrs["run_name"],
                               "selection_score": c.selection_score, "dev_ua": list(c.dev_ua),
                               "test_ua_mean": c.test_ua_mean, "test_ua": list(c.test_ua)}
