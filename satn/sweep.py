@@ -28,6 +28,7 @@ from satn.space import SearchSpace
 # Set in a trial's last report once every fold has trained all its epochs.
 COMPLETED = "satn_completed"
 TRIAL_STATE = "trial_state.pt"  # a trial checkpoint's one file
+KEEP_STATES = 2  # checkpoints of a trial whose state is kept (prune_states)
 # A tracking URI may name the head node of a cluster, which only Ray knows.
 HEAD_IP = "{head_ip}"
 
@@ -212,12 +213,15 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
                                  "satn.sweep": sweep, "satn.trial": ctx.get_trial_id() or trial,
                                  "satn.search_params": json.dumps(params, sort_keys=True,
                                                                   default=str)})
-    restored, state = tune.get_checkpoint(), None
-    if restored is not None:  # a resumed sweep, or a retry after this trial's worker died
+    # a resumed sweep, or a retry after this trial's worker died: the newest state the trial
+    # kept in its own folder, which Tune's record (saved every few seconds) may lag behind
+    # or point at a checkpoint emptied since (prune_states); behind a URI, Tune's record
+    own_dir = trial_storage_dir(experiment_path, ctx.get_trial_dir())
+    restored, state = tune.get_checkpoint(), own_trial_state(own_dir)
+    if state is None and restored is not None:
         with restored.as_directory() as folder:
-            state = torch.load(Path(folder) / TRIAL_STATE, weights_only=False)
-    else:
-        state = own_trial_state(trial_storage_dir(experiment_path, ctx.get_trial_dir()))
+            if (Path(folder) / TRIAL_STATE).is_file():
+                state = torch.load(Path(folder) / TRIAL_STATE, weights_only=False)
     if state is not None:
         cv.load_state(state["folds"])
         tracker.resume(state["mlflow_parent"], state["mlflow_folds"])
@@ -241,6 +245,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], dataset_uri: str,
                             "mlflow_folds": tracker.fold_runs}, Path(folder) / TRIAL_STATE)
                 # ASHA may stop the trial inside this call: MLflow has been written already
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+            prune_states(own_dir, KEEP_STATES)
 
     try:
         cv.run([tracker, Report()])
@@ -261,6 +266,25 @@ def trial_storage_dir(experiment_path: str | None, trial_dir: str | None) -> Pat
     if not experiment_path or not trial_dir or "://" in experiment_path:
         return None
     return Path(experiment_path) / Path(trial_dir).name
+
+
+def prune_states(trial_dir: str | Path | None, keep: int) -> None:
+    """Delete the state file of all but the newest ``keep`` checkpoints in a trial's folder,
+    leaving the folders.
+
+    Tune's record of a trial's newest checkpoint, saved every few seconds, can lag
+    several reports behind its folders. Had Tune pruned the folders itself
+    (``CheckpointConfig(num_to_keep=...)``), a driver killed in that window would resume
+    the trial from a folder that no longer exists, and the trial would fail. An emptied
+    folder still restores; the trial then continues from the newest state it kept
+    (:func:`own_trial_state`), and old states cost no disk.
+    """
+    if not trial_dir or not Path(trial_dir).is_dir():
+        return
+    states = sorted(Path(trial_dir).glob(f"checkpoint_*/{TRIAL_STATE}"),
+                    key=lambda f: (f.stat().st_mtime, f.parent.name), reverse=True)
+    for f in states[keep:]:
+        f.unlink(missing_ok=True)
 
 
 def own_trial_state(trial_dir: str | Path | None) -> dict[str, Any] | None:
@@ -495,7 +519,10 @@ def run_sweep(cfg: ExperimentConfig, space: SearchSpace, runtime: RuntimeConfig,
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage, verbose=verbose,
                     failure_config=tune.FailureConfig(max_failures=runtime.max_failures),
-                    checkpoint_config=tune.CheckpointConfig(num_to_keep=2)),
+                    # on local storage satn prunes states, not folders (prune_states);
+                    # behind a URI, Tune prunes
+                    checkpoint_config=tune.CheckpointConfig(
+                        num_to_keep=KEEP_STATES if "://" in storage else None)),
             )
         results = list(tuner.fit())
     finally:

@@ -74,6 +74,17 @@ def test_a_killed_sweep_resumes_without_rerunning_or_duplicating(tmp_path):
     steps = sorted({m.step for m in client.get_metric_history(interrupted, "dev_ua")})
     assert steps == [1, 2, 3, 4]  # continued from its checkpoint, not from epoch 1 again
     assert (tmp_path / "satn-runs" / "ray" / "r1" / "optuna.db").is_file()
+    # every checkpoint folder Tune may have recorded is still there (a resume from a lagging
+    # record finds it), and only the newest states of each trial take disk
+    from satn.sweep import KEEP_STATES, TRIAL_STATE
+
+    trials = list((tmp_path / "satn-runs" / "ray" / "r1").glob("run_trial_*"))
+    assert len(trials) == 2
+    # the trial that was never interrupted reported four epochs: four folders (a resumed
+    # attempt may number its checkpoints from 0 again, over its earlier folders)
+    assert max(len(list(t.glob("checkpoint_*"))) for t in trials) == 4
+    for trial in trials:
+        assert 1 <= len(list(trial.glob(f"checkpoint_*/{TRIAL_STATE}"))) <= KEEP_STATES
 
 
 def _tune_knows(tmp_path, trial_id: str) -> bool:

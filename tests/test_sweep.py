@@ -99,6 +99,29 @@ def test_a_trial_restored_without_a_checkpoint_continues_from_its_own_newest_sta
     assert own_trial_state(str(tmp_path)) == {"epoch": 3}
 
 
+def test_pruned_checkpoints_keep_their_folders_so_a_lagging_record_still_restores(tmp_path):
+    """Tune's record may name any checkpoint folder of the trial: all of them stay, only
+    the newest KEEP states are kept, and the trial continues from the newest."""
+    import torch
+
+    from satn.sweep import TRIAL_STATE, own_trial_state, prune_states
+
+    prune_states(None, 2)
+    prune_states(tmp_path / "absent", 2)
+    for k in range(5):
+        (tmp_path / f"checkpoint_00000{k}").mkdir()
+        torch.save({"epoch": k + 1}, tmp_path / f"checkpoint_00000{k}" / TRIAL_STATE)
+        os.utime(tmp_path / f"checkpoint_00000{k}" / TRIAL_STATE, (100 + k, 100 + k))
+    prune_states(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"checkpoint_00000{k}"
+                                                          for k in range(5)]
+    kept = sorted(f.parent.name for f in tmp_path.glob(f"*/{TRIAL_STATE}"))
+    assert kept == ["checkpoint_000003", "checkpoint_000004"]
+    assert own_trial_state(tmp_path) == {"epoch": 5}
+    prune_states(tmp_path, 2)  # idempotent
+    assert len(list(tmp_path.glob(f"*/{TRIAL_STATE}"))) == 2
+
+
 def test_a_restored_trial_looks_for_its_checkpoints_in_the_storage_not_the_session():
     from satn.sweep import trial_storage_dir
 
