@@ -221,7 +221,7 @@ def average(frames: Sequence[pd.DataFrame]) -> AverageResult:
 
 
 def common_folds(frames: Sequence[pd.DataFrame], tags: Sequence[str]
-                  ) -> tuple[tuple[str, ...], list[str], list[pd.DataFrame]]:
+                 ) -> tuple[tuple[str, ...], list[str], list[pd.DataFrame]]:
     """The runs' shared class order and fold names, and the runs with a ``fold`` column."""
     classes = classes_of(frames[0])
     for tag, f in zip(tags[1:], frames[1:], strict=True):
@@ -242,7 +242,7 @@ def _with_fold(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def aligned(runs: Sequence[pd.DataFrame], tags: Sequence[str], fold: str,
-             side: str) -> list[pd.DataFrame]:
+            side: str) -> list[pd.DataFrame]:
     """Fold ``fold``'s ``side`` rows of every run, in the first run's utterance order."""
     rows = [r[(r["fold"] == fold) & (r["side"] == side)] for r in runs]
     for tag, f in zip(tags, rows, strict=True):

@@ -27,10 +27,9 @@ def _right_on(true: np.ndarray, n_right: int) -> np.ndarray:
 
 
 def _run(dev_right: int, test_right: int, folds=("fold1", "fold2"), classes=CLASSES):
-    run = scored_run(Y, {"dev": _right_on(Y["dev"], dev_right),
-                         "test": _right_on(Y["test"], test_right)}, folds=folds,
-                     classes=classes)
-    return run
+    return scored_run(Y, {"dev": _right_on(Y["dev"], dev_right),
+                          "test": _right_on(Y["test"], test_right)}, folds=folds,
+                      classes=classes)
 
 
 def test_the_highest_dev_ua_is_chosen_though_another_is_better_on_test():

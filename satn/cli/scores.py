@@ -123,11 +123,15 @@ def compare(run_a, run_b, tracking_uri, tracking_uri_b, side, resamples, level, 
                    f"{side} {cis}  ({pct} CI)")
     for metric in ("ua", "wa"):
         c = compare_runs(a, b, metric, side=side, n_resamples=resamples, level=level, seed=seed)
-        click.echo(f"{metric.upper()}: A - B = {c.diff.estimate:+.3f}  {pct} CI "
-                   f"[{c.diff.low:+.3f}, {c.diff.high:+.3f}]  paired permutation p = "
-                   f"{c.p_utterances:.4f} ({c.n_utterances} utterances)  folds: paired t p = "
-                   f"{c.p_folds_t:.4f}, Wilcoxon p = {c.p_folds_wilcoxon:.4f} "
-                   f"({len(c.fold_a)} folds)")
+        click.echo(_difference_line(c, "A - B"))
+
+
+def _difference_line(c, what: str) -> str:
+    """One :class:`satn.significance.Comparison` as `satn compare` prints it."""
+    return (f"{c.metric.upper()}: {what} = {c.diff.estimate:+.3f}  {c.diff.level:.0%} CI "
+            f"[{c.diff.low:+.3f}, {c.diff.high:+.3f}]  paired permutation p = "
+            f"{c.p_utterances:.4f} ({c.n_utterances} utterances)  folds: paired t p = "
+            f"{c.p_folds_t:.4f}, Wilcoxon p = {c.p_folds_wilcoxon:.4f} ({len(c.fold_a)} folds)")
 
 
 @main.command()
@@ -319,10 +323,7 @@ def choose(run_ids, baselines, tracking_uri, json_path, resamples, seed) -> None
         entry = {"run_id": b.attrs["run_id"], "name": b.attrs["run_name"]}
         for metric in ("ua", "wa"):
             c = compare_runs(a, b, metric, n_resamples=resamples, seed=seed)
-            click.echo(f"  {metric.upper()}: chosen - this = {c.diff.estimate:+.3f}  95% CI "
-                       f"[{c.diff.low:+.3f}, {c.diff.high:+.3f}]  paired permutation p = "
-                       f"{c.p_utterances:.4f} ({c.n_utterances} utterances)  folds: paired t "
-                       f"p = {c.p_folds_t:.4f}, Wilcoxon p = {c.p_folds_wilcoxon:.4f}")
+            click.echo("  " + _difference_line(c, "chosen - this"))
             entry[metric] = {"chosen": c.a, "this": c.b, "diff": c.diff.estimate,
                              "low": c.diff.low, "high": c.diff.high,
                              "p_utterances": c.p_utterances, "p_folds_t": c.p_folds_t,
